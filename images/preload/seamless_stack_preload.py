@@ -1,0 +1,70 @@
+"""Scheduler preload: make every Dask worker Seamless-aware before any client connects.
+
+Why: a client configured only by environment variables (`seamless-run`) registers the
+Seamless worker plugin *without* service addresses, and its workers then fail with
+CacheMissError. Registering the plugin here first, with the worker-facing URLs, wins:
+clients see it is already registered and leave it alone.
+
+It also serves GET /seamless-stack/ready on the dashboard port: a JSON readiness report
+(plugin registered, workers connected, workers whose plugin finished setting up) that
+seamless-stack's health gate polls, whatever the backend.
+
+Environment:
+  SEAMLESS_STACK_WORKER_BUFFER_URL     hashserver URL as the workers reach it
+  SEAMLESS_STACK_WORKER_DATABASE_URL   database URL as the workers reach it
+  SEAMLESS_STACK_SEAMLESS_WORKERS      Seamless workers per Dask worker (<= worker threads)
+"""
+
+import json
+import logging
+import os
+
+from distributed.protocol.pickle import dumps
+from seamless_dask.worker_setup import SeamlessWorkerPlugin
+from tornado.web import Application, RequestHandler
+
+PLUGIN_NAME = "seamless-worker-setup"
+READY_PATH = "/seamless-stack/ready"
+logger = logging.getLogger("seamless_stack.preload")
+
+
+def worker_remote_clients() -> dict:
+    def entry(url: str) -> dict:
+        return {"url": url, "remote_url": url, "readonly": False}
+
+    return {
+        "buffer": [entry(os.environ["SEAMLESS_STACK_WORKER_BUFFER_URL"])],
+        "database": [entry(os.environ["SEAMLESS_STACK_WORKER_DATABASE_URL"])],
+    }
+
+
+def readiness(scheduler) -> dict:
+    """Workers are Seamless-ready once the plugin has published their `S` resource."""
+    workers = list(scheduler.workers.values())
+    ready = [ws for ws in workers if "S" in (ws.resources or {})]
+    return {
+        "plugin": PLUGIN_NAME in scheduler.worker_plugins,
+        "workers": len(workers),
+        "seamless_workers": len(ready),
+    }
+
+
+class ReadyHandler(RequestHandler):
+    def initialize(self, scheduler):
+        self.scheduler = scheduler
+
+    def get(self):
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(readiness(self.scheduler)))
+
+
+def dask_setup(scheduler):
+    plugin = SeamlessWorkerPlugin(
+        num_workers=int(os.environ.get("SEAMLESS_STACK_SEAMLESS_WORKERS", "1")),
+        remote_clients=worker_remote_clients(),
+    )
+    scheduler.worker_plugins[PLUGIN_NAME] = dumps(plugin)
+    scheduler.http_application.add_application(
+        Application([(READY_PATH, ReadyHandler, {"scheduler": scheduler})])
+    )
+    logger.info("Seamless worker plugin registered for %s", worker_remote_clients())

@@ -1,0 +1,163 @@
+"""`seamless-stack`: the command line. Progress goes to stderr, results to stdout.
+
+So `eval "$(seamless-stack up local)"` brings a stack up and configures this shell.
+Every user-fixable problem ends as one line `seamless-stack: error: ...` and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__, api, images
+from .connection import FORMATS, render
+from .docker_tools import check_engine, docker_client
+from .errors import StackError
+from .spec import build_spec
+
+DEFAULT_NAME = "default"
+
+
+def progress(line: str) -> None:
+    print(f"[seamless-stack] {line}", file=sys.stderr, flush=True)
+
+
+def _add_name(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--name", default=os.environ.get("SEAMLESS_STACK_NAME", DEFAULT_NAME),
+                        help="stack name: one Compose project per name (default: $SEAMLESS_STACK_NAME or 'default')")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seamless-stack", description="Deploy the Seamless compute stack.")
+    parser.add_argument("--version", action="version", version=f"seamless-stack {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = commands.add_parser("up", help="bring a stack up and print its environment")
+    methods = up.add_subparsers(dest="method", required=True, metavar="METHOD")
+    local = methods.add_parser("local", help="Docker Compose on this machine")
+    _add_name(local)
+    local.add_argument("--port-range", help="START-END to draw ports from (default: $RANDOM_PORT_START-$RANDOM_PORT_END, else 60000-60999)")
+    local.add_argument("--scheduler-port", type=int, help="fixed Dask scheduler port (the same address every time)")
+    local.add_argument("--workers", type=int, default=1, help="Dask worker containers (default 1)")
+    local.add_argument("--threads", type=int, default=3, help="threads = Seamless workers per Dask worker (default 3)")
+    local.add_argument("--bind", default="127.0.0.1", help="interface to publish ports on (default 127.0.0.1)")
+    local.add_argument("--buffer-dir", help="hashserver buffers (default: $HASHSERVER_BUFFER_DIR, else ~/.seamless/buffers)")
+    local.add_argument("--database-dir", help="database directory (default: $DATABASE_DIR, else ~/.seamless/database)")
+    local.add_argument("--worker-requirements", help="pip requirements file: build and use a worker image with these libraries")
+    local.add_argument("--base-image", help="base image to build from (default: seamless-stack/base:bookworm if made, else debian:bookworm-slim)")
+    local.add_argument("--timeout", type=float, default=300, help="seconds to wait for readiness (default 300)")
+    local.add_argument("--format", choices=FORMATS, default="shell", help="format of the environment printed on stdout")
+
+    down = commands.add_parser("down", help="stop and remove a stack's containers (data stays)")
+    _add_name(down)
+
+    status = commands.add_parser("status", help="services, ports, health, workers, directories")
+    _add_name(status)
+
+    env = commands.add_parser("env", help="print the environment for Seamless clients")
+    _add_name(env)
+    env.add_argument("--format", choices=FORMATS, default="shell")
+
+    logs = commands.add_parser("logs", help="service logs")
+    _add_name(logs)
+    logs.add_argument("service", nargs="?", help="hashserver, database, scheduler or worker (default: all)")
+    logs.add_argument("--tail", type=int, help="last N lines per container")
+
+    imgs = commands.add_parser("images", help="build the images")
+    image_commands = imgs.add_subparsers(dest="images_command", required=True, metavar="ACTION")
+    base = image_commands.add_parser("base", help="make seamless-stack/base:bookworm from Debian packages (no registry)")
+    base.add_argument("--force", action="store_true", help="remake it even if it exists")
+    build = image_commands.add_parser("build", help="build the four images (only what is missing)")
+    build.add_argument("--base-image", help="base image (default: as for `up`)")
+    build.add_argument("--worker-requirements", help="pip requirements file for a derived worker image")
+    build.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
+    image_commands.add_parser("list", help="the image tags `up` would use, with sizes")
+    return parser
+
+
+def _up(args) -> int:
+    spec = build_spec(
+        name=args.name, method=args.method, port_range=args.port_range, scheduler_port=args.scheduler_port,
+        workers=args.workers, threads=args.threads, bind=args.bind, buffer_dir=args.buffer_dir,
+        database_dir=args.database_dir, worker_requirements=args.worker_requirements,
+        base_image=args.base_image, timeout=args.timeout,
+    )
+    if spec.bind not in ("127.0.0.1", "::1"):
+        progress(f"WARNING: services are published on {spec.bind}: anyone who reaches that address can use them")
+    deployment = api.up(spec, progress)
+    sys.stdout.write(render(deployment.connection().variables(), args.format))
+    return 0
+
+
+def _status(args) -> int:
+    report = api.status(args.name)
+    d = report.deployment
+    print(f"stack {d.name!r} ({d.method}, Compose project {d.project}), published on {d.bind}")
+    rows = [("SERVICE", "CONTAINER", "STATE", "HEALTH", "PORT", "ANSWERS")]
+    rows += [(s.service, s.container, s.state, s.health, s.port, s.answer) for s in report.services]
+    if len(rows) == 1:
+        rows.append(("-", "no containers", "-", "-", "-", "-"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    print(f"workers: {report.workers_ready}")
+    print(f"buffers: {d.buffer_dir}\ndatabase: {d.database_dir}\nenvironment: {d.env_file}")
+    return 0
+
+
+def _images(args) -> int:
+    from . import airgap
+
+    docker = docker_client()
+    check_engine(docker)
+    if args.images_command == "base":
+        if docker.image.exists(airgap.BASE_TAG) and not args.force:
+            progress(f"{airgap.BASE_TAG} exists (use --force to remake it)")
+        else:
+            airgap.make_base(docker, progress)
+        print(airgap.BASE_TAG)
+    elif args.images_command == "build":
+        requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
+        tags = images.build_images(docker, base_image=args.base_image, worker_requirements=requirements,
+                                   progress=progress, force=args.force)
+        for role, tag in tags.items():
+            print(f"{role}\t{tag}")
+    else:
+        base = images.local_base(docker)
+        if base is None:
+            raise StackError("no base image yet", "run `seamless-stack images build` (or `images base` without a registry)")
+        tags = images.image_tags(base)
+        for role, tag in tags.items():
+            size = f"{docker.image.inspect(tag).size / 1e6:.0f} MB" if docker.image.exists(tag) else "not built"
+            print(f"{role}\t{tag}\t{size}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "up":
+            return _up(args)
+        if args.command == "down":
+            api.down(args.name, progress)
+        elif args.command == "status":
+            return _status(args)
+        elif args.command == "env":
+            sys.stdout.write(api.env(args.name, args.format))
+        elif args.command == "logs":
+            sys.stdout.write(api.logs(args.name, args.service, args.tail))
+        elif args.command == "images":
+            return _images(args)
+        return 0
+    except StackError as exc:
+        print(f"seamless-stack: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("seamless-stack: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

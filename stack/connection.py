@@ -1,0 +1,81 @@
+"""Connection info: the environment output that Seamless clients source.
+
+Three sections, all carrying the same addresses:
+- direct: SEAMLESS_DATABASE_IP/PORT, SEAMLESS_READ_BUFFER_SERVERS, SEAMLESS_WRITE_BUFFER_SERVER,
+  DASK_SCHEDULER_ADDRESS (what users of the classic scripts rely on);
+- today's clients: SEAMLESS_REMOTE_CLIENTS, SEAMLESS_DASK_SCHEDULER, SEAMLESS_DASK_WORKERS.
+  Trap: a client that reads SEAMLESS_REMOTE_CLIENTS from the environment connects to
+  `remote_url`, not `url`; so both hold the client-reachable address. Workers never use
+  these: the scheduler preload gives them their own, worker-facing addresses;
+- SSH: SEAMLESS_SSH_<SERVICE>_HOST/PORT, where to point `ssh -L` at.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import asdict, dataclass
+
+FORMATS = ("shell", "dotenv", "json")
+
+
+@dataclass(frozen=True)
+class Connection:
+    host: str  # address a client uses for the published ports
+    hashserver_port: int
+    database_port: int
+    scheduler_port: int
+    dashboard_port: int
+    seamless_workers: int  # Seamless workers per Dask worker
+    ssh_host: str  # host to SSH to; the ports are on its loopback
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def variables(self) -> dict[str, str]:
+        hashserver = f"http://{self.host}:{self.hashserver_port}"
+        database = f"http://{self.host}:{self.database_port}"
+        scheduler = f"tcp://{self.host}:{self.scheduler_port}"
+
+        def client_entry(url: str) -> dict:
+            return {"url": url, "remote_url": url, "readonly": False}
+
+        remote_clients = {"buffer": [client_entry(hashserver)], "database": [client_entry(database)]}
+        return {
+            "SEAMLESS_DATABASE_IP": self.host,
+            "SEAMLESS_DATABASE_PORT": str(self.database_port),
+            "SEAMLESS_READ_BUFFER_SERVERS": hashserver,
+            "SEAMLESS_WRITE_BUFFER_SERVER": hashserver,
+            "DASK_SCHEDULER_ADDRESS": scheduler,
+            "SEAMLESS_REMOTE_CLIENTS": json.dumps(remote_clients, separators=(",", ":")),
+            "SEAMLESS_DASK_SCHEDULER": scheduler,
+            "SEAMLESS_DASK_WORKERS": str(self.seamless_workers),
+            "SEAMLESS_SSH_DATABASE_HOST": self.ssh_host,
+            "SEAMLESS_SSH_DATABASE_PORT": str(self.database_port),
+            "SEAMLESS_SSH_HASHSERVER_HOST": self.ssh_host,
+            "SEAMLESS_SSH_HASHSERVER_PORT": str(self.hashserver_port),
+            "SEAMLESS_SSH_DASK_SCHEDULER_HOST": self.ssh_host,
+            "SEAMLESS_SSH_DASK_SCHEDULER_PORT": str(self.scheduler_port),
+        }
+
+
+def _dotenv_quote(value: str) -> str:
+    """Single quotes are literal in dotenv (Compose, python-dotenv); fall back to double quotes."""
+    if "'" not in value and "\n" not in value:
+        return f"'{value}'"
+    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+    return f'"{escaped}"'
+
+
+def render(variables: dict[str, str], fmt: str = "shell", header: str | None = None) -> str:
+    """Render the variables; shell output is `export K=V` lines, safely quoted and sourceable."""
+    if fmt == "json":
+        return json.dumps(variables, indent=2) + "\n"
+    lines = [f"# {header}"] if header else []
+    if fmt == "shell":
+        lines += [f"export {key}={shlex.quote(value)}" for key, value in variables.items()]
+    elif fmt == "dotenv":
+        lines += [f"{key}={_dotenv_quote(value)}" for key, value in variables.items()]
+    else:
+        raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
+    return "\n".join(lines) + "\n"

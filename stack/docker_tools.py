@@ -1,0 +1,55 @@
+"""Finding Docker and checking it can do what we need, with errors that say how to fix it."""
+
+from __future__ import annotations
+
+import shutil
+
+from python_on_whales import DockerClient, DockerException
+
+from .errors import StackError
+
+INSTALL_HINT = "install Docker with Compose v2 and buildx (Debian: sudo bash scripts/install-docker-debian.sh)"
+
+
+def docker_binary() -> str:
+    # Never let python-on-whales download a docker CLI of its own: find the user's.
+    path = shutil.which("docker")
+    if path is None:
+        raise StackError("the docker command is not installed", INSTALL_HINT)
+    return path
+
+
+def _first_line(exc: DockerException) -> str:
+    text = (exc.stderr or exc.stdout or str(exc)).strip()
+    return text.splitlines()[-1] if text else "no output"
+
+
+def check_engine(docker: DockerClient) -> None:
+    try:
+        docker.version()
+        docker.info()
+    except DockerException as exc:
+        raise StackError(
+            f"the Docker engine does not answer ({_first_line(exc)})",
+            "start it (`sudo dockerd &` or `systemctl start docker`) and check access to its socket",
+        ) from None
+
+
+def check_compose(docker: DockerClient) -> None:
+    try:
+        version = docker.compose.version()
+    except DockerException:
+        raise StackError("Docker Compose v2 (`docker compose`) is missing", INSTALL_HINT) from None
+    if " v1." in version or version.strip().startswith("1."):
+        raise StackError(f"Docker Compose is too old ({version.strip()})", INSTALL_HINT)
+
+
+def check_buildx(docker: DockerClient) -> None:
+    try:
+        docker.buildx.version()
+    except DockerException:
+        raise StackError("docker buildx (BuildKit) is missing: it is needed to build the images", INSTALL_HINT) from None
+
+
+def docker_client(host: str | None = None, **compose) -> DockerClient:
+    return DockerClient(client_call=[docker_binary()], host=host, **compose)

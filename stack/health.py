@@ -1,0 +1,120 @@
+"""The health gate: composable waits, polled together until all pass, a failure, or a timeout.
+
+Only after this gate passes is the environment output written: clients never get the
+addresses of services that are not up (one of the old scripts' sins).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from dataclasses import dataclass
+from typing import Callable, Protocol, Sequence
+
+from .errors import StackError
+
+
+class Wait(Protocol):
+    service: str
+
+    def check(self) -> tuple[bool, str]:
+        """(ready, one-line detail). Never raises."""
+
+
+class ServiceFailed(StackError):
+    """A service died or never became ready; `service` names whose logs to show."""
+
+    def __init__(self, service: str, problem: str, fix: str | None = None):
+        self.service = service
+        super().__init__(problem, fix)
+
+
+def _get(url: str, timeout: float = 2.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return response.read().decode(errors="replace")
+
+
+@dataclass
+class HttpWait:
+    """GET url answers 200 and its body contains `expect`."""
+
+    service: str
+    url: str
+    expect: str
+
+    def check(self) -> tuple[bool, str]:
+        try:
+            body = _get(self.url)
+        except Exception as exc:  # connection refused, reset, timeout...
+            return False, f"{self.url}: {getattr(exc, 'reason', exc)}"
+        if self.expect in body:
+            return True, "ok"
+        return False, f"{self.url} answered {body[:80]!r}"
+
+
+@dataclass
+class SeamlessWorkersWait:
+    """The scheduler preload reports `count` workers whose Seamless plugin is set up."""
+
+    service: str
+    url: str  # http://host:dashboard/seamless-stack/ready
+    count: int
+
+    def check(self) -> tuple[bool, str]:
+        try:
+            report = json.loads(_get(self.url))
+        except Exception as exc:
+            return False, f"scheduler readiness: {getattr(exc, 'reason', exc)}"
+        if not report.get("plugin"):
+            return False, "Seamless worker plugin not registered on the scheduler"
+        ready = report.get("seamless_workers", 0)
+        detail = f"{ready}/{self.count} workers Seamless-ready ({report.get('workers', 0)} connected)"
+        return ready >= self.count, detail
+
+
+def wait_until_ready(
+    waits: Sequence[Wait],
+    *,
+    timeout: float,
+    progress: Callable[[str], None] = lambda line: None,
+    find_failure: Callable[[], tuple[str, str] | None] = lambda: None,
+    interval: float = 0.25,
+) -> float:
+    """Poll every wait until all pass. Returns the seconds it took.
+
+    find_failure() is asked every second for (service, reason) when the backend sees a
+    service that died (exited, restarting): the gate then fails at once, not at the timeout.
+    """
+    start = time.monotonic()
+    pending = list(waits)
+    details = {w.service: "starting" for w in waits}
+    last_failure_check = 0.0
+    last_report = ""
+    while pending:
+        for wait in list(pending):
+            ok, details[wait.service] = wait.check()
+            if ok:
+                pending.remove(wait)
+        elapsed = time.monotonic() - start
+        report = ", ".join(f"{w.service}: {details[w.service]}" for w in pending)
+        if report and report != last_report:
+            progress(f"[{elapsed:5.1f}s] waiting for {report}")
+            last_report = report
+        if not pending:
+            break
+        if elapsed - last_failure_check >= 1.0:
+            last_failure_check = elapsed
+            failure = find_failure()
+            if failure:
+                service, reason = failure
+                raise ServiceFailed(service, f"{service} failed: {reason}")
+        if elapsed > timeout:
+            first = pending[0]
+            raise ServiceFailed(
+                first.service,
+                f"not ready after {timeout:.0f}s: {report}",
+                "see the log above; raise --timeout if the machine is just slow",
+            )
+        time.sleep(interval)
+    return time.monotonic() - start

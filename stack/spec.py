@@ -1,0 +1,147 @@
+"""StackSpec: what the user asked for, validated, before anything touches Docker.
+
+Command-line options win over environment variables, which win over defaults. Every
+check raises StackError with one line that says how to fix the input.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from .errors import StackError
+
+DEFAULT_PORT_RANGE = (60000, 60999)
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+SERVICES = ("hashserver", "database", "scheduler", "dashboard")
+
+
+def seamless_home(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("HOME", str(Path.home()))) / ".seamless"
+
+
+def stacks_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Per-stack state records and environment files live here."""
+    return seamless_home(environ) / "stacks"
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    name: str
+    method: str = "local"
+    port_range: tuple[int, int] = DEFAULT_PORT_RANGE
+    scheduler_port: int | None = None
+    workers: int = 1
+    threads: int = 3
+    bind: str = "127.0.0.1"
+    buffer_dir: Path = field(default_factory=lambda: seamless_home() / "buffers")
+    database_dir: Path = field(default_factory=lambda: seamless_home() / "database")
+    env_file: Path | None = None
+    worker_requirements: Path | None = None
+    base_image: str | None = None
+    timeout: float = 300.0
+
+    @property
+    def project(self) -> str:
+        """Compose project name: one per stack name, so stacks run side by side."""
+        return f"seamless-{self.name}"
+
+
+def validate_name(name: str) -> str:
+    if not NAME_PATTERN.match(name):
+        raise StackError(
+            f"invalid stack name {name!r}",
+            "use 1-40 characters: lower-case letters, digits, '-' or '_', starting with a letter or digit",
+        )
+    return name
+
+
+def parse_port(value: str | int, what: str) -> int:
+    try:
+        port = int(value)
+    except (TypeError, ValueError):
+        raise StackError(f"{what} {value!r} is not a number", "give a port between 1024 and 65535") from None
+    if not 1024 <= port <= 65535:
+        raise StackError(f"{what} {port} is out of range", "give a port between 1024 and 65535")
+    return port
+
+
+def parse_port_range(text: str | None, environ: Mapping[str, str]) -> tuple[int, int]:
+    """--port-range START-END, else RANDOM_PORT_START/RANDOM_PORT_END, else the default."""
+    if text:
+        match = re.fullmatch(r"\s*(\d+)\s*[-:]\s*(\d+)\s*", text)
+        if not match:
+            raise StackError(f"invalid port range {text!r}", "write it as START-END, e.g. 60000-60999")
+        start, end = match.groups()
+        what = "--port-range"
+    else:
+        start = environ.get("RANDOM_PORT_START", str(DEFAULT_PORT_RANGE[0]))
+        end = environ.get("RANDOM_PORT_END", str(DEFAULT_PORT_RANGE[1]))
+        what = "RANDOM_PORT_START/RANDOM_PORT_END"
+    low, high = parse_port(start, f"{what} start"), parse_port(end, f"{what} end")
+    if low > high:
+        raise StackError(f"{what} {low}-{high} is empty", "the start must not be above the end")
+    return low, high
+
+
+def parse_bind(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        raise StackError(
+            f"--bind {address!r} is not an IP address",
+            "give the interface address to publish on, e.g. 127.0.0.1 (default) or 0.0.0.0",
+        ) from None
+
+
+def positive(value: int, what: str, minimum: int = 1) -> int:
+    if value < minimum:
+        raise StackError(f"{what} must be at least {minimum}, got {value}")
+    return value
+
+
+def resolve_dir(text: str | None, env_name: str, default: Path, environ: Mapping[str, str]) -> Path:
+    """Option, else environment variable, else default; '~' and relative paths resolved."""
+    raw = text or environ.get(env_name) or str(default)
+    return Path(os.path.expanduser(raw)).resolve()
+
+
+def build_spec(
+    *,
+    name: str,
+    method: str = "local",
+    port_range: str | None = None,
+    scheduler_port: str | int | None = None,
+    workers: int = 1,
+    threads: int = 3,
+    bind: str = "127.0.0.1",
+    buffer_dir: str | None = None,
+    database_dir: str | None = None,
+    worker_requirements: str | None = None,
+    base_image: str | None = None,
+    timeout: float = 300.0,
+    environ: Mapping[str, str] = os.environ,
+) -> StackSpec:
+    """Turn raw options plus the environment into a validated StackSpec (pure: no I/O)."""
+    home = seamless_home(environ)
+    env_file = environ.get("ENVIRONMENT_OUTPUT_FILE")
+    requirements = Path(worker_requirements).resolve() if worker_requirements else None
+    return StackSpec(
+        name=validate_name(name),
+        method=method,
+        port_range=parse_port_range(port_range, environ),
+        scheduler_port=parse_port(scheduler_port, "--scheduler-port") if scheduler_port else None,
+        workers=positive(workers, "--workers"),
+        threads=positive(threads, "--threads"),
+        bind=parse_bind(bind),
+        buffer_dir=resolve_dir(buffer_dir, "HASHSERVER_BUFFER_DIR", home / "buffers", environ),
+        database_dir=resolve_dir(database_dir, "DATABASE_DIR", home / "database", environ),
+        env_file=Path(os.path.expanduser(env_file)).resolve() if env_file else None,
+        worker_requirements=requirements,
+        base_image=base_image,
+        timeout=float(positive(int(timeout), "--timeout")),
+    )
