@@ -106,8 +106,14 @@ def positive(value: int, what: str, minimum: int = 1) -> int:
 
 def resolve_dir(text: str | None, env_name: str, default: Path, environ: Mapping[str, str]) -> Path:
     """Option, else environment variable, else default; '~' and relative paths resolved."""
-    raw = text or environ.get(env_name) or str(default)
-    return Path(os.path.expanduser(raw)).resolve()
+    return expand(text or environ.get(env_name) or str(default), environ)
+
+
+def expand(raw: str, environ: Mapping[str, str]) -> Path:
+    """Like expanduser + resolve, with HOME taken from the given environment."""
+    if raw == "~" or raw.startswith("~/"):
+        raw = str(seamless_home(environ).parent) + raw[1:]
+    return Path(raw).resolve()
 
 
 def build_spec(
@@ -140,7 +146,7 @@ def build_spec(
         bind=parse_bind(bind),
         buffer_dir=resolve_dir(buffer_dir, "HASHSERVER_BUFFER_DIR", home / "buffers", environ),
         database_dir=resolve_dir(database_dir, "DATABASE_DIR", home / "database", environ),
-        env_file=Path(os.path.expanduser(env_file)).resolve() if env_file else None,
+        env_file=expand(env_file, environ) if env_file else None,
         worker_requirements=requirements,
         base_image=base_image,
         timeout=float(positive(int(timeout), "--timeout")),

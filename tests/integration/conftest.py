@@ -1,0 +1,116 @@
+"""Integration fixtures: the real CLI in a private HOME, and a real Seamless client.
+
+The client is a venv made by scripts/client-venv.sh from the stack's lock: it has
+seamless-transformer, seamless-dask and distributed, and nothing of seamless-stack. It
+only ever sees the environment file that `up` wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CLI = Path(sys.executable).parent / "seamless-stack"
+CLIENT_SCRIPTS = Path(__file__).parent / "client"
+
+
+@pytest.fixture(scope="session")
+def client_venv(docker_engine) -> Path:
+    given = os.environ.get("SEAMLESS_STACK_CLIENT_VENV")
+    if given:
+        return Path(given)
+    out = subprocess.run(["bash", str(ROOT / "scripts" / "client-venv.sh")], check=True, capture_output=True, text=True)
+    return Path(out.stdout.strip().splitlines()[-1])
+
+
+@dataclass
+class Cli:
+    """Runs `seamless-stack` as a user would, with HOME pointing at a private folder."""
+
+    home: Path
+    names: list[str]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("SEAMLESS_", "RANDOM_PORT_", "HASHSERVER_", "DATABASE_DIR", "ENVIRONMENT_OUTPUT_FILE"))}
+        env["HOME"] = str(self.home)
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, check: bool = False, env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+        result = subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env or self.env(), timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"seamless-stack {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
+        return result
+
+    def new_name(self) -> str:
+        name = "t" + uuid.uuid4().hex[:8]
+        self.names.append(name)
+        return name
+
+    def up(self, name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+        if name not in self.names:
+            self.names.append(name)
+        return self.run("up", "local", "--name", name, *args, **kwargs)
+
+    def env_file(self, name: str) -> Path:
+        return self.home / ".seamless" / "stacks" / f"{name}.env"
+
+
+def project_containers(name: str) -> list[str]:
+    out = subprocess.run(
+        ["docker", "ps", "-a", "-q", "--filter", f"label=com.docker.compose.project=seamless-{name}"],
+        capture_output=True, text=True, check=True,
+    )
+    return out.stdout.split()
+
+
+def service_hostnames(name: str, service: str) -> set[str]:
+    """Container hostnames (short IDs) of one service of a stack."""
+    out = subprocess.run(
+        ["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project=seamless-{name}",
+         "--filter", f"label=com.docker.compose.service={service}"],
+        capture_output=True, text=True, check=True,
+    )
+    return {cid[:12] for cid in out.stdout.split()}
+
+
+@pytest.fixture
+def cli(docker_engine, tmp_path) -> Cli:
+    home = tmp_path / "home"
+    home.mkdir()
+    c = Cli(home=home, names=[])
+    yield c
+    for name in c.names:  # never leave a stack behind, whatever the test did
+        c.run("down", "--name", name)
+        for cid in project_containers(name):
+            subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+        subprocess.run(["docker", "network", "rm", f"seamless-{name}_default"], capture_output=True)
+
+
+@dataclass
+class Client:
+    venv: Path
+
+    def run(self, env_file: Path, *command: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        """Source the env file in bash, then run the command with the client venv first on PATH."""
+        script = 'source "$1"; shift; exec "$@"'
+        env = {"PATH": f"{self.venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)}
+        return subprocess.run(
+            ["bash", "-c", script, "client", str(env_file), *command],
+            capture_output=True, text=True, env=env, timeout=timeout,
+        )
+
+    def python(self, env_file: Path, script: str, *args: str) -> subprocess.CompletedProcess:
+        return self.run(env_file, "python", str(CLIENT_SCRIPTS / script), *args)
+
+
+@pytest.fixture
+def client(client_venv) -> Client:
+    return Client(client_venv)

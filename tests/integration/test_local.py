@@ -1,0 +1,142 @@
+"""`up local` against the real Docker engine, proven by a real Seamless client."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import sqlite3
+import uuid
+from pathlib import Path
+
+import pytest
+
+from .conftest import project_containers, service_hostnames
+
+
+def sqlite_rows(db_dir: Path, table: str) -> list[tuple]:
+    with sqlite3.connect(db_dir / "seamless.db") as db:
+        return db.execute(f"select * from {table}").fetchall()
+
+
+def buffer_path(buffer_dir: Path, data: bytes) -> Path:
+    checksum = hashlib.sha256(data).hexdigest()
+    return buffer_dir / checksum[:2] / checksum
+
+
+@pytest.fixture
+def dirs(tmp_path):
+    return tmp_path / "buffers", tmp_path / "database"
+
+
+def test_client_computes_on_workers_and_results_persist(cli, client, dirs):
+    buffers, database = dirs
+    name = cli.new_name()
+    up = cli.up(name, "--workers", "2", "--threads", "2", "--buffer-dir", str(buffers), "--database-dir", str(database))
+    assert up.returncode == 0, up.stderr
+    env_file = cli.env_file(name)
+    assert env_file.is_file(), "the environment output is written once the stack is ready"
+    assert up.stdout == env_file.read_text().split("\n", 1)[1], "up prints what it writes"
+    workers = service_hostnames(name, "worker")
+    assert len(workers) == 2
+
+    # 1. seamless-run: a bash transformation, computed in a worker container.
+    marker = uuid.uuid4().hex
+    run = client.run(env_file, "seamless-run", f"echo {marker}; expr 6 \\* 7; hostname")
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.split()
+    assert lines[:2] == [marker, "42"]
+    assert lines[2] in workers and lines[2] != socket.gethostname()
+    result = buffer_path(buffers, run.stdout.encode())
+    assert result.is_file(), f"result buffer {result} is in HASHSERVER_BUFFER_DIR under its SHA-256"
+    assert result.stat().st_uid == os.getuid(), "containers write files as the invoking user"
+    assert any(row[1] == result.name for row in sqlite_rows(database, "transformation")), "the database has it"
+
+    # 2. A Python @direct transformation, computed in a worker container.
+    direct = client.python(env_file, "direct.py", "3", "13")
+    assert direct.returncode == 0, direct.stderr
+    answer = json.loads(direct.stdout.strip().splitlines()[-1])
+    assert answer["value"] == 3**13 and answer["host"] in workers
+    transformations = sqlite_rows(database, "transformation")
+
+    # 3. down, then up again: the same transformation comes from the database, not a worker.
+    assert cli.run("down", "--name", name).returncode == 0
+    assert project_containers(name) == [] and not env_file.exists()
+    assert result.is_file()
+    assert cli.up(name, "--workers", "2", "--threads", "2", "--buffer-dir", str(buffers), "--database-dir", str(database)).returncode == 0
+    new_workers = service_hostnames(name, "worker")
+    assert new_workers.isdisjoint(workers)
+    again = json.loads(client.python(cli.env_file(name), "direct.py", "3", "13").stdout.strip().splitlines()[-1])
+    assert again == answer, "answered from the database: the old worker's hostname, no recomputation"
+    assert sqlite_rows(database, "transformation") == transformations
+
+
+def test_two_stacks_side_by_side(cli, client, tmp_path):
+    first, second = cli.new_name(), cli.new_name()
+    for name in (first, second):
+        result = cli.up(name, "--buffer-dir", str(tmp_path / name / "b"), "--database-dir", str(tmp_path / name / "d"))
+        assert result.returncode == 0, result.stderr
+    ports = [json.loads(cli.run("env", "--name", n, "--format", "json").stdout) for n in (first, second)]
+    assert ports[0]["DASK_SCHEDULER_ADDRESS"] != ports[1]["DASK_SCHEDULER_ADDRESS"]
+    for name in (first, second):
+        out = client.run(cli.env_file(name), "seamless-run", f"echo {name}; hostname")
+        assert out.returncode == 0 and out.stdout.split()[1] in service_hostnames(name, "worker")
+    assert cli.run("down", "--name", first).returncode == 0
+    status = cli.run("status", "--name", second)
+    assert status.returncode == 0 and "2/1" not in status.stdout and "1/1 workers Seamless-ready" in status.stdout
+
+
+def test_env_formats_carry_the_same_values(cli, tmp_path):
+    name = cli.new_name()
+    assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
+    as_json = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
+    # docker compose itself parses the dotenv form: a real dotenv reader.
+    dotenv = tmp_path / "vars.env"
+    dotenv.write_text(cli.run("env", "--name", name, "--format", "dotenv").stdout)
+    compose = tmp_path / "echo.yaml"
+    compose.write_text("services:\n  x:\n    image: scratch\n    environment:\n" + "".join(f"      {k}: ${{{k}}}\n" for k in as_json))
+    import subprocess
+
+    config = subprocess.run(["docker", "compose", "-f", str(compose), "--env-file", str(dotenv), "config", "--format", "json"],
+                            capture_output=True, text=True, check=True)
+    assert json.loads(config.stdout)["services"]["x"]["environment"] == as_json
+    remote = json.loads(as_json["SEAMLESS_REMOTE_CLIENTS"])
+    for entry in remote["buffer"] + remote["database"]:
+        assert entry["url"] == entry["remote_url"], "clients connect to remote_url: both must be client-reachable"
+
+
+def test_environment_variables_configure_up(cli, client, tmp_path):
+    name = cli.new_name()
+    out_file = tmp_path / "my-env.sh"
+    env = cli.env(RANDOM_PORT_START="61500", RANDOM_PORT_END="61520", HASHSERVER_BUFFER_DIR=str(tmp_path / "hb"),
+                  DATABASE_DIR=str(tmp_path / "db"), ENVIRONMENT_OUTPUT_FILE=str(out_file))
+    result = cli.up(name, "--scheduler-port", "61600", env=env)
+    assert result.returncode == 0, result.stderr
+    values = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
+    assert values["DASK_SCHEDULER_ADDRESS"] == "tcp://127.0.0.1:61600"
+    assert 61500 <= int(values["SEAMLESS_DATABASE_PORT"]) <= 61520
+    assert out_file.is_file() and (tmp_path / "hb").is_dir() and (tmp_path / "db" / "seamless.db").is_file()
+    assert client.run(out_file, "seamless-run", "echo from-env-file").stdout.strip() == "from-env-file"
+
+
+def test_ports_are_published_on_loopback_only(cli, tmp_path):
+    name = cli.new_name()
+    assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
+    import subprocess
+
+    out = subprocess.run(["docker", "ps", "--filter", f"label=com.docker.compose.project=seamless-{name}", "--format", "{{.Ports}}"],
+                         capture_output=True, text=True, check=True).stdout
+    published = [p for p in out.replace(",", " ").split() if "->" in p]
+    assert len(published) == 4 and all(p.startswith("127.0.0.1:") for p in published)
+
+
+def test_worker_with_user_requirements(cli, client, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("six==1.16.0\n")
+    name = cli.new_name()
+    result = cli.up(name, "--worker-requirements", str(requirements),
+                    "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d"))
+    assert result.returncode == 0, result.stderr
+    out = client.run(cli.env_file(name), "seamless-run", "python3 -c 'import six; print(six.__version__)'")
+    assert out.returncode == 0 and out.stdout.strip() == "1.16.0", out.stderr

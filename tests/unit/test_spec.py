@@ -1,0 +1,59 @@
+from pathlib import Path
+
+import pytest
+
+from seamless_stack.errors import StackError
+from seamless_stack.spec import DEFAULT_PORT_RANGE, build_spec
+
+
+def spec(environ=None, **options):
+    return build_spec(name=options.pop("name", "s1"), environ={"HOME": "/home/u", **(environ or {})}, **options)
+
+
+def test_defaults():
+    s = spec()
+    assert s.port_range == DEFAULT_PORT_RANGE and s.bind == "127.0.0.1"
+    assert s.buffer_dir == Path("/home/u/.seamless/buffers")
+    assert s.database_dir == Path("/home/u/.seamless/database")
+    assert s.env_file is None and s.project == "seamless-s1"
+
+
+def test_environment_then_options_win():
+    environ = {"RANDOM_PORT_START": "7000", "RANDOM_PORT_END": "7100", "HASHSERVER_BUFFER_DIR": "/data/buf",
+               "DATABASE_DIR": "~/db", "ENVIRONMENT_OUTPUT_FILE": "/tmp/out.env"}
+    s = spec(environ)
+    assert s.port_range == (7000, 7100)
+    assert s.buffer_dir == Path("/data/buf")
+    assert s.database_dir == Path("/home/u/db")
+    assert s.env_file == Path("/tmp/out.env")
+    s = spec(environ, port_range="8000-8010", buffer_dir="/x/y")
+    assert s.port_range == (8000, 8010) and s.buffer_dir == Path("/x/y")
+
+
+def test_relative_directories_are_resolved():
+    s = spec(buffer_dir="rel/buffers")
+    assert s.buffer_dir.is_absolute() and s.buffer_dir == (Path.cwd() / "rel/buffers").resolve()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"port_range": "1-2-3"}, "invalid port range"),
+        ({"port_range": "9000-8000"}, "is empty"),
+        ({"port_range": "80-90"}, "out of range"),
+        ({"scheduler_port": "x"}, "is not a number"),
+        ({"workers": 0}, "--workers must be at least 1"),
+        ({"threads": 0}, "--threads must be at least 1"),
+        ({"bind": "localhost"}, "is not an IP address"),
+        ({"name": "UPPER"}, "invalid stack name"),
+        ({"name": "-dash"}, "invalid stack name"),
+    ],
+)
+def test_invalid_input(options, message):
+    with pytest.raises(StackError, match=message):
+        spec(**options)
+
+
+def test_invalid_environment_ports():
+    with pytest.raises(StackError, match="RANDOM_PORT_START/RANDOM_PORT_END start 'abc' is not a number"):
+        spec({"RANDOM_PORT_START": "abc"})
