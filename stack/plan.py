@@ -78,12 +78,12 @@ class Deployment:
 
 def ensure_storage_dir(path: Path, what: str) -> None:
     """Create the directory if missing and prove we can write into it."""
+    if path.exists() and not path.is_dir():
+        raise StackError(f"{what} {path} is not a directory", f"choose a directory as {what}")
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise StackError(f"cannot create {what} {path} ({exc.strerror})", f"choose a writable {what}") from None
-    if not path.is_dir():
-        raise StackError(f"{what} {path} is not a directory", f"choose a directory as {what}")
     if not os.access(path, os.W_OK | os.X_OK):
         raise StackError(f"{what} {path} is not writable", f"fix its permissions or choose another {what}")
 

@@ -138,5 +138,5 @@ def test_worker_with_user_requirements(cli, client, tmp_path):
     result = cli.up(name, "--worker-requirements", str(requirements),
                     "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d"))
     assert result.returncode == 0, result.stderr
-    out = client.run(cli.env_file(name), "seamless-run", "python3 -c 'import six; print(six.__version__)'")
+    out = client.run(cli.env_file(name), "seamless-run", "-g1", "python3 -c 'import six; print(six.__version__)'")
     assert out.returncode == 0 and out.stdout.strip() == "1.16.0", out.stderr
