@@ -128,7 +128,7 @@ def _images(args) -> int:
         base = images.local_base(docker)
         if base is None:
             raise StackError("no base image yet", "run `seamless-stack images build` (or `images base` without a registry)")
-        tags = images.image_tags(base)
+        tags = images.image_tags(docker, base)
         for role, tag in tags.items():
             size = f"{docker.image.inspect(tag).size / 1e6:.0f} MB" if docker.image.exists(tag) else "not built"
             print(f"{role}\t{tag}\t{size}")

@@ -37,17 +37,18 @@ def _digest(parts: list[bytes]) -> str:
     return h.hexdigest()[:12]
 
 
-def definition_digest(base_image: str) -> str:
+def definition_digest(base_id: str) -> str:
+    """Digest of the base image's ID and every file of the image definition."""
     folder = images_dir()
     files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    parts = [base_image.encode()]
+    parts = [base_id.encode()]
     for path in files:
         parts += [str(path.relative_to(folder)).encode(), path.read_bytes()]
     return _digest(parts)
 
 
-def image_tags(base_image: str, worker_requirements: Path | None = None) -> dict[str, str]:
-    digest = definition_digest(base_image)
+def image_tags(docker: DockerClient, base_image: str, worker_requirements: Path | None = None) -> dict[str, str]:
+    digest = definition_digest(docker.image.inspect(base_image).id)
     tags = {role: f"{REPOSITORY}/{role}:{digest}" for role in ROLES}
     if worker_requirements is not None:
         custom = _digest([tags["worker"].encode(), worker_requirements.read_bytes()])
@@ -159,8 +160,8 @@ def build_images(
     if worker_requirements is not None and not worker_requirements.is_file():
         raise StackError(f"worker requirements file {worker_requirements} not found", "give the path of a pip requirements file")
     base = choose_base(docker, base_image, progress)
-    tags = image_tags(base, worker_requirements)
-    standard = image_tags(base)
+    tags = image_tags(docker, base, worker_requirements)
+    standard = image_tags(docker, base)
     if force or not all(image_exists(docker, tag) for tag in tags.values()):
         docker_tools.check_buildx(docker)
     with tempfile.TemporaryDirectory(prefix="seamless-stack-build-") as scratch:
