@@ -11,7 +11,10 @@ if [ "$(id -u)" = 0 ]; then
     bash scripts/install-docker-debian.sh
     missing=""
     command -v debootstrap >/dev/null || missing="$missing debootstrap"
-    python3 -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
+    # Debian's own python3 with venv: for .venv, and for the tests' non-root user.
+    for py in python3 /usr/bin/python3; do
+        "$py" -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
+    done
     if [ -n "$missing" ]; then
         log "installing$missing"
         apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null

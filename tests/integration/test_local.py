@@ -5,14 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import socket
 import sqlite3
+import subprocess
+import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-from .conftest import project_containers, service_hostnames
+from .conftest import ROOT, project_containers, service_hostnames
 
 
 def sqlite_rows(db_dir: Path, table: str) -> list[tuple]:
@@ -96,8 +99,6 @@ def test_env_formats_carry_the_same_values(cli, tmp_path):
     dotenv.write_text(cli.run("env", "--name", name, "--format", "dotenv").stdout)
     compose = tmp_path / "echo.yaml"
     compose.write_text("services:\n  x:\n    image: scratch\n    environment:\n" + "".join(f"      {k}: ${{{k}}}\n" for k in as_json))
-    import subprocess
-
     config = subprocess.run(["docker", "compose", "-f", str(compose), "--env-file", str(dotenv), "config", "--format", "json"],
                             capture_output=True, text=True, check=True)
     assert json.loads(config.stdout)["services"]["x"]["environment"] == as_json
@@ -123,8 +124,6 @@ def test_environment_variables_configure_up(cli, client, tmp_path):
 def test_ports_are_published_on_loopback_only(cli, tmp_path):
     name = cli.new_name()
     assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
-    import subprocess
-
     out = subprocess.run(["docker", "ps", "--filter", f"label=com.docker.compose.project=seamless-{name}", "--format", "{{.Ports}}"],
                          capture_output=True, text=True, check=True).stdout
     published = [p for p in out.replace(",", " ").split() if "->" in p]
@@ -140,3 +139,57 @@ def test_worker_with_user_requirements(cli, client, tmp_path):
     assert result.returncode == 0, result.stderr
     out = client.run(cli.env_file(name), "seamless-run", "-g1", "python3 -c 'import six; print(six.__version__)'")
     assert out.returncode == 0 and out.stdout.strip() == "1.16.0", out.stderr
+
+
+@pytest.fixture
+def unprivileged(cli):
+    """A real non-root user in the docker group, with a private folder (CI runs as root)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a test user (CI runs as root)")
+    user = "seamless-stack-test"
+    if subprocess.run(["id", user], capture_output=True).returncode != 0:
+        subprocess.run(["useradd", "--no-create-home", "--shell", "/bin/sh", user], check=True)
+    subprocess.run(["usermod", "-aG", "docker", user], check=True)
+    work = Path(tempfile.mkdtemp(prefix="seamless-stack-user-", dir="/tmp"))
+    shutil.chown(work, user)
+    uid = int(subprocess.run(["id", "-u", user], capture_output=True, text=True, check=True).stdout)
+    # The user cannot reach root's Python; the system's is theirs too. Installing the
+    # project as a wheel here also proves the wheel carries images/ and compose/.
+    venv = Path(tempfile.mkdtemp(prefix="seamless-stack-user-venv-", dir="/tmp"))
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)], check=True, capture_output=True)
+    venv.chmod(0o755)
+
+    def run(*args: str) -> subprocess.CompletedProcess:
+        path = f"{venv}/bin:{os.environ['PATH']}"
+        command = ["runuser", "-u", user, "--", "env", f"HOME={work}", f"PATH={path}", "seamless-stack", *args]
+        return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=work)
+
+    yield uid, work, run
+    for name in cli.names:
+        run("down", "--name", name)
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.rmtree(venv, ignore_errors=True)
+
+
+def test_containers_write_files_as_the_invoking_user(cli, client, unprivileged):
+    uid, work, run = unprivileged
+    name = cli.new_name()
+    read_only = work / "read-only"
+    read_only.mkdir()
+    shutil.chown(read_only, uid)
+    read_only.chmod(0o555)
+    refused = run("up", "local", "--name", name, "--buffer-dir", str(read_only), "--database-dir", str(work / "d"))
+    assert refused.returncode == 2 and "is not writable" in refused.stderr and project_containers(name) == []
+
+    up = run("up", "local", "--name", name, "--buffer-dir", "buffers-rel", "--database-dir", str(work / "db"))
+    assert up.returncode == 0, up.stderr
+    env_file = work / ".seamless" / "stacks" / f"{name}.env"
+    marker = uuid.uuid4().hex
+    out = client.run(env_file, "seamless-run", f"echo {marker}")
+    assert out.returncode == 0, out.stderr
+    result = buffer_path(work / "buffers-rel", out.stdout.encode())
+    assert result.is_file(), "a relative --buffer-dir is resolved against the working directory"
+    for path in (result, work / "db" / "seamless.db"):
+        assert path.stat().st_uid == uid, f"{path} belongs to the user who ran up"
+    assert run("down", "--name", name).returncode == 0
