@@ -63,7 +63,14 @@ def slim_down(root: Path) -> None:
                 path.rmdir()
 
 
-def make_base(docker: DockerClient, progress: Callable[[str], None], tag: str = BASE_TAG) -> str:
+def make_base(
+    docker: DockerClient,
+    progress: Callable[[str], None],
+    tag: str = BASE_TAG,
+    suite: str = SUITE,
+    packages: str = PACKAGES,
+) -> str:
+    """debootstrap SUITE with PACKAGES, slimmed down, imported as TAG (test beds use it too)."""
     if shutil.which("debootstrap") is None:
         raise StackError("debootstrap is not installed", "apt-get install debootstrap (or pass --base-image NAME from a registry)")
     if os.geteuid() != 0:
@@ -73,8 +80,8 @@ def make_base(docker: DockerClient, progress: Callable[[str], None], tag: str = 
         raise StackError("no Debian mirror found in the apt sources", "add one to /etc/apt/sources.list.d/")
     with tempfile.TemporaryDirectory(prefix="seamless-stack-base-", dir="/var/tmp") as tmp:
         root = Path(tmp) / "rootfs"
-        progress(f"debootstrap {SUITE} ({PACKAGES}) from the host's apt mirror, about a minute")
-        command = ["debootstrap", "--variant=minbase", f"--include={PACKAGES}", SUITE, str(root), mirror]
+        progress(f"debootstrap {suite} ({packages}) from the host's apt mirror, about a minute")
+        command = ["debootstrap", "--variant=minbase", f"--include={packages}", suite, str(root), mirror]
         with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
             last = []
             for line in proc.stdout:

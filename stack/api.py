@@ -1,4 +1,4 @@
-"""The facade: up, down, status, env, logs. spec -> plan -> backend -> health gate -> connection.
+"""The facade: up, down, status, env, logs, tunnel. spec -> plan -> backend -> health gate -> connection.
 
 Everything a user can get wrong is checked before anything starts; anything that fails
 after something started is rolled back, so no half-started stack is ever left behind.
@@ -6,32 +6,36 @@ after something started is rolled back, so no half-started stack is ever left be
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from . import docker_tools, images, state
 from .backends import ComposeBackend
-from .connection import render
+from .connection import Connection, render
 from .errors import StackError
 from .health import ServiceFailed, wait_until_ready
+from .hosts import LocalHost, SSHDockerHost
 from .plan import Deployment, make_plan
-from .spec import StackSpec
+from .ports import allocate_ports, port_is_free
+from .spec import DEFAULT_PORT_RANGE, SERVICES, StackSpec
+from .ssh import Destination, Tunnel
 
 Progress = Callable[[str], None]
+CLASSIC_PORTS = {"hashserver": 5577, "database": 5522, "scheduler": 8786, "dashboard": 8787}
 
 
-def _backend(deployment: Deployment) -> ComposeBackend:
-    if deployment.method != "local":
-        raise StackError(f"method {deployment.method!r} is not supported yet", "use `seamless-stack up local`")
-    return ComposeBackend(deployment)
+def _host(spec: StackSpec):
+    return LocalHost() if spec.remote is None else SSHDockerHost(spec.remote).probe()
 
 
-def _reserved_ports(except_name: str) -> set[int]:
-    """Ports recorded by our other stacks, held even while their containers are stopped."""
-    return {port for d in state.load_all() if d.name != except_name for port in d.ports.values()}
+def _reserved_ports(spec: StackSpec, docker_host: str | None) -> set[int]:
+    """Ports recorded by our other stacks on the same Docker host, held even while stopped."""
+    return {port for d in state.load_all() if d.name != spec.name and d.docker_host == docker_host
+            for port in d.ports.values()}
 
 
 def _existing(name: str) -> Deployment | None:
@@ -41,30 +45,46 @@ def _existing(name: str) -> Deployment | None:
         return None
 
 
+@contextlib.contextmanager
+def client_view(deployment: Deployment) -> Iterator[Connection]:
+    """The stack as a client here sees it; over SSH, through a temporary tunnel."""
+    if deployment.access != "ssh":
+        yield deployment.connection()
+        return
+    local = allocate_ports(SERVICES, DEFAULT_PORT_RANGE, is_free=port_is_free)
+    forwards = {service: (local[service], deployment.ports[service]) for service in SERVICES}
+    with Tunnel(Destination.parse(deployment.ssh_destination), forwards):
+        yield deployment.connection(local_ports=local)
+
+
 def up(spec: StackSpec, progress: Progress = lambda line: None) -> Deployment:
     """Build what is missing, start the stack, pass the health gate, write the env output."""
     started = time.monotonic()
-    docker = docker_tools.docker_client()
-    docker_tools.check_engine(docker)
-    docker_tools.check_compose(docker)
+    local_docker = docker_tools.docker_client()
+    docker_tools.check_engine(local_docker)
+    docker_tools.check_compose(local_docker)
     previous = _existing(spec.name)
-    if previous is not None and _backend(previous).is_up():
+    if previous is not None and ComposeBackend(previous).is_up():
         raise StackError(
             f"stack {spec.name!r} is already up (scheduler port {previous.ports['scheduler']})",
             f"use it (`seamless-stack env --name {spec.name}`), stop it (`seamless-stack down --name {spec.name}`) or pick another --name",
         )
+    host = _host(spec)
     tags = images.build_images(
-        docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
+        local_docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
     )
-    deployment = make_plan(spec, tags, reserved_ports=_reserved_ports(spec.name))
-    backend = _backend(deployment)
-    progress(f"starting stack {spec.name!r}: {deployment.workers} worker(s) x {deployment.threads} threads, ports {deployment.ports}")
+    deployment = make_plan(spec, tags, host, reserved_ports=_reserved_ports(spec, host.docker_host))
+    backend = ComposeBackend(deployment)
+    host.push_images(backend.docker, tags, progress)
+    where = f" on {spec.remote}" if spec.remote else ""
+    progress(f"starting stack {spec.name!r}{where}: {deployment.workers} worker(s) x {deployment.threads} threads, ports {deployment.ports}")
     state.save(deployment)
     try:
         backend.up()
-        ready_in = wait_until_ready(
-            backend.waits(), timeout=spec.timeout, progress=progress, find_failure=backend.find_failure
-        )
+        with client_view(deployment) as view:
+            ready_in = wait_until_ready(
+                backend.waits(view), timeout=spec.timeout, progress=progress, find_failure=backend.find_failure
+            )
     except BaseException as exc:  # also Ctrl-C: never leave a half-started stack
         if isinstance(exc, ServiceFailed):
             progress(f"last log lines of {exc.service}:\n{_indent(backend.logs(exc.service, tail=25))}")
@@ -74,22 +94,24 @@ def up(spec: StackSpec, progress: Progress = lambda line: None) -> Deployment:
         raise
     write_env_file(deployment)
     progress(f"stack {spec.name!r} ready in {ready_in:.1f}s ({time.monotonic() - started:.1f}s in all); environment in {deployment.env_file}")
+    if deployment.access == "ssh":
+        progress(f"services listen on {deployment.host_name}'s 127.0.0.1: run `seamless-stack tunnel --name {spec.name}` to reach them")
     return deployment
 
 
-def write_env_file(deployment: Deployment) -> Path:
+def write_env_file(deployment: Deployment, connection: Connection | None = None) -> Path:
     path = Path(deployment.env_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = f"seamless-stack {deployment.name!r} ({deployment.method}); source this file"
+    header = f"seamless-stack {deployment.name!r} ({deployment.method}, {deployment.access}); source this file"
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render(deployment.connection().variables(), "shell", header=header))
+    tmp.write_text(render((connection or deployment.connection()).variables(), "shell", header=header))
     os.replace(tmp, path)
     return path
 
 
 def down(name: str, progress: Progress = lambda line: None) -> Deployment:
     deployment = state.load(name)
-    backend = _backend(deployment)
+    backend = ComposeBackend(deployment)
     docker_tools.check_engine(backend.docker)
     progress(f"stopping stack {name!r}")
     backend.down()
@@ -105,7 +127,44 @@ def env(name: str, fmt: str = "shell") -> str:
 
 
 def logs(name: str, service: str | None = None, tail: int | None = None) -> str:
-    return _backend(state.load(name)).logs(service, tail)
+    return ComposeBackend(state.load(name)).logs(service, tail)
+
+
+def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progress,
+           port_range: tuple[int, int] = DEFAULT_PORT_RANGE) -> None:
+    """Forward free local ports (the classic ones where free) to a stack's services; block.
+
+    While the tunnel stands, the stack's environment file holds the local addresses; if the
+    SSH connection drops it is re-established on the same ports. Ctrl-C closes it cleanly.
+    """
+    deployment = state.load(name)
+    if deployment.ssh_destination is None:
+        raise StackError(f"stack {name!r} runs on this machine: it needs no tunnel", f"use `seamless-stack env --name {name}`")
+    classic = {s: p for s, p in CLASSIC_PORTS.items() if port_is_free(p)}
+    local = allocate_ports(SERVICES, port_range, is_free=port_is_free, fixed=classic)
+    forwards = {service: (local[service], deployment.ports[service]) for service in SERVICES}
+    destination = Destination.parse(deployment.ssh_destination)
+    connection = deployment.connection(local_ports=local)
+    session = Tunnel(destination, forwards)
+    try:
+        session.start()
+        write_env_file(deployment, connection)
+        on_ready(render(connection.variables(), fmt))
+        progress(f"tunnel to {destination} open ({', '.join(f'{s} {lp}->{rp}' for s, (lp, rp) in forwards.items())}); Ctrl-C closes it")
+        while True:
+            time.sleep(1)
+            if not session.alive():
+                progress(f"SSH connection to {destination} lost; reconnecting")
+                try:
+                    session.start()
+                    progress("reconnected")
+                except StackError as exc:
+                    progress(f"reconnect failed ({exc}); retrying in 3s")
+                    time.sleep(3)
+    finally:
+        session.stop()
+        write_env_file(deployment)  # back to what holds without the tunnel
+        progress("tunnel closed")
 
 
 @dataclass
@@ -127,13 +186,16 @@ class StackStatus:
 
 def status(name: str) -> StackStatus:
     deployment = state.load(name)
-    backend = _backend(deployment)
-    answers = {wait.service: wait.check() for wait in backend.waits()}
+    backend = ComposeBackend(deployment)
+    try:
+        with client_view(deployment) as view:
+            answers = {wait.service: wait.check() for wait in backend.waits(view)}
+    except StackError as exc:
+        answers = {s: (False, f"unreachable: {exc}") for s in ("hashserver", "database", "scheduler", "worker")}
     ports = {
         "hashserver": str(deployment.ports["hashserver"]),
         "database": str(deployment.ports["database"]),
         "scheduler": f"{deployment.ports['scheduler']} (dashboard {deployment.ports['dashboard']})",
-        "worker": "-",
     }
     rows = [
         ServiceStatus(s.service, s.container, s.state, s.health or "-", ports.get(s.service, "-"),

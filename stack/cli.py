@@ -15,13 +15,28 @@ from . import __version__, api, images
 from .connection import FORMATS, render
 from .docker_tools import check_engine, docker_client
 from .errors import StackError
-from .spec import build_spec
+from .spec import build_spec, parse_port_range
 
 DEFAULT_NAME = "default"
 
 
 def progress(line: str) -> None:
     print(f"[seamless-stack] {line}", file=sys.stderr, flush=True)
+
+
+def _add_up_options(parser: argparse.ArgumentParser, *bind_args, **bind_kwargs) -> None:
+    _add_name(parser)
+    parser.add_argument(*bind_args, **bind_kwargs)
+    parser.add_argument("--port-range", help="START-END to draw ports from (default: $RANDOM_PORT_START-$RANDOM_PORT_END, else 60000-60999)")
+    parser.add_argument("--scheduler-port", type=int, help="fixed Dask scheduler port (the same address every time)")
+    parser.add_argument("--workers", type=int, default=1, help="Dask worker containers (default 1)")
+    parser.add_argument("--threads", type=int, default=3, help="threads = Seamless workers per Dask worker (default 3)")
+    parser.add_argument("--buffer-dir", help="hashserver buffers (default: $HASHSERVER_BUFFER_DIR, else ~/.seamless/buffers; remote: there)")
+    parser.add_argument("--database-dir", help="database directory (default: $DATABASE_DIR, else ~/.seamless/database; remote: there)")
+    parser.add_argument("--worker-requirements", help="pip requirements file: build and use a worker image with these libraries")
+    parser.add_argument("--base-image", help="base image to build from (default: seamless-stack/base:bookworm if made, else debian:bookworm-slim)")
+    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for readiness (default 300)")
+    parser.add_argument("--format", choices=FORMATS, default="shell", help="format of the environment printed on stdout")
 
 
 def _add_name(parser: argparse.ArgumentParser) -> None:
@@ -37,18 +52,16 @@ def _parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="bring a stack up and print its environment")
     methods = up.add_subparsers(dest="method", required=True, metavar="METHOD")
     local = methods.add_parser("local", help="Docker Compose on this machine")
-    _add_name(local)
-    local.add_argument("--port-range", help="START-END to draw ports from (default: $RANDOM_PORT_START-$RANDOM_PORT_END, else 60000-60999)")
-    local.add_argument("--scheduler-port", type=int, help="fixed Dask scheduler port (the same address every time)")
-    local.add_argument("--workers", type=int, default=1, help="Dask worker containers (default 1)")
-    local.add_argument("--threads", type=int, default=3, help="threads = Seamless workers per Dask worker (default 3)")
-    local.add_argument("--bind", default="127.0.0.1", help="interface to publish ports on (default 127.0.0.1)")
-    local.add_argument("--buffer-dir", help="hashserver buffers (default: $HASHSERVER_BUFFER_DIR, else ~/.seamless/buffers)")
-    local.add_argument("--database-dir", help="database directory (default: $DATABASE_DIR, else ~/.seamless/database)")
-    local.add_argument("--worker-requirements", help="pip requirements file: build and use a worker image with these libraries")
-    local.add_argument("--base-image", help="base image to build from (default: seamless-stack/base:bookworm if made, else debian:bookworm-slim)")
-    local.add_argument("--timeout", type=float, default=300, help="seconds to wait for readiness (default 300)")
-    local.add_argument("--format", choices=FORMATS, default="shell", help="format of the environment printed on stdout")
+    _add_up_options(local, "--bind", default="127.0.0.1", help="interface to publish ports on (default 127.0.0.1)")
+    remote = methods.add_parser("remote", help="Docker Compose on a remote Docker host, reached over SSH")
+    remote.add_argument("--host", required=True, help="USER@HOST[:PORT] of the remote Docker host (ssh, with your ~/.ssh/config)")
+    access = remote.add_mutually_exclusive_group()
+    access.add_argument("--ssh", dest="access", action="store_const", const="ssh",
+                        help="(default) services on the remote's 127.0.0.1; reach them with `seamless-stack tunnel`")
+    access.add_argument("--direct", dest="access", action="store_const", const="direct",
+                        help="clients connect straight to the remote's published ports (see --bind)")
+    _add_up_options(remote, "--bind", default=None,
+                    help="with --direct: remote interface to publish on (default 0.0.0.0; clients then use the host name)")
 
     down = commands.add_parser("down", help="stop and remove a stack's containers (data stays)")
     _add_name(down)
@@ -59,6 +72,11 @@ def _parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="print the environment for Seamless clients")
     _add_name(env)
     env.add_argument("--format", choices=FORMATS, default="shell")
+
+    tunnel = commands.add_parser("tunnel", help="SSH forwards to a remote stack's services; blocks until Ctrl-C")
+    _add_name(tunnel)
+    tunnel.add_argument("--format", choices=FORMATS, default="shell")
+    tunnel.add_argument("--port-range", help="local ports to use where the classic ones (5522, 5577, 8786, 8787) are busy")
 
     logs = commands.add_parser("logs", help="service logs")
     _add_name(logs)
@@ -78,14 +96,22 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _up(args) -> int:
+    remote = {}
+    if args.method == "remote":
+        access = args.access or "ssh"
+        remote = {"remote": args.host, "access": access}
+        if args.bind is None:
+            args.bind = "0.0.0.0" if access == "direct" else "127.0.0.1"
     spec = build_spec(
         name=args.name, method=args.method, port_range=args.port_range, scheduler_port=args.scheduler_port,
         workers=args.workers, threads=args.threads, bind=args.bind, buffer_dir=args.buffer_dir,
         database_dir=args.database_dir, worker_requirements=args.worker_requirements,
-        base_image=args.base_image, timeout=args.timeout,
+        base_image=args.base_image, timeout=args.timeout, **remote,
     )
     if spec.bind not in ("127.0.0.1", "::1"):
-        progress(f"WARNING: services are published on {spec.bind}: anyone who reaches that address can use them")
+        where = f"{spec.remote.host}'s " if spec.remote else ""
+        progress(f"WARNING: services are published on {where}{spec.bind} without authentication: "
+                 "anyone who reaches that address can read and write your data (use --ssh to avoid this)")
     deployment = api.up(spec, progress)
     sys.stdout.write(render(deployment.connection().variables(), args.format))
     return 0
@@ -146,6 +172,13 @@ def main(argv: list[str] | None = None) -> int:
             return _status(args)
         elif args.command == "env":
             sys.stdout.write(api.env(args.name, args.format))
+        elif args.command == "tunnel":
+            port_range = parse_port_range(args.port_range, os.environ)
+            try:
+                api.tunnel(args.name, args.format, on_ready=lambda text: (sys.stdout.write(text), sys.stdout.flush()),
+                           progress=progress, port_range=port_range)
+            except KeyboardInterrupt:
+                return 0
         elif args.command == "logs":
             sys.stdout.write(api.logs(args.name, args.service, args.tail))
         elif args.command == "images":

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import shlex
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 FORMATS = ("shell", "dotenv", "json")
 
@@ -27,12 +27,24 @@ class Connection:
     scheduler_port: int
     dashboard_port: int
     seamless_workers: int  # Seamless workers per Dask worker
-    ssh_host: str  # host to SSH to; the ports are on its loopback
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+    ssh_host: str  # host to SSH to; the services listen on its loopback...
+    ssh_ports: dict[str, int] | None = None  # ...on these ports (default: the ports above)
+    direct: bool = True  # False: only the SSH section (clients need a tunnel first)
 
     def variables(self) -> dict[str, str]:
+        ssh_ports = self.ssh_ports or {"hashserver": self.hashserver_port, "database": self.database_port,
+                                       "scheduler": self.scheduler_port}
+        ssh_section = {
+            "SEAMLESS_SSH_DATABASE_HOST": self.ssh_host,
+            "SEAMLESS_SSH_DATABASE_PORT": str(ssh_ports["database"]),
+            "SEAMLESS_SSH_HASHSERVER_HOST": self.ssh_host,
+            "SEAMLESS_SSH_HASHSERVER_PORT": str(ssh_ports["hashserver"]),
+            "SEAMLESS_SSH_DASK_SCHEDULER_HOST": self.ssh_host,
+            "SEAMLESS_SSH_DASK_SCHEDULER_PORT": str(ssh_ports["scheduler"]),
+        }
+        return {**self.client_variables(), **ssh_section} if self.direct else ssh_section
+
+    def client_variables(self) -> dict[str, str]:
         hashserver = f"http://{self.host}:{self.hashserver_port}"
         database = f"http://{self.host}:{self.database_port}"
         scheduler = f"tcp://{self.host}:{self.scheduler_port}"
@@ -50,12 +62,6 @@ class Connection:
             "SEAMLESS_REMOTE_CLIENTS": json.dumps(remote_clients, separators=(",", ":")),
             "SEAMLESS_DASK_SCHEDULER": scheduler,
             "SEAMLESS_DASK_WORKERS": str(self.seamless_workers),
-            "SEAMLESS_SSH_DATABASE_HOST": self.ssh_host,
-            "SEAMLESS_SSH_DATABASE_PORT": str(self.database_port),
-            "SEAMLESS_SSH_HASHSERVER_HOST": self.ssh_host,
-            "SEAMLESS_SSH_HASHSERVER_PORT": str(self.hashserver_port),
-            "SEAMLESS_SSH_DASK_SCHEDULER_HOST": self.ssh_host,
-            "SEAMLESS_SSH_DASK_SCHEDULER_PORT": str(self.scheduler_port),
         }
 
 

@@ -1,52 +1,60 @@
 """Deployment: a StackSpec resolved into concrete ports, directories, images and addresses.
 
-A Deployment is everything a backend needs and everything `down`/`status`/`env` need
-later, so it is also what the state record stores.
+A Deployment is everything a backend needs and everything `down`/`status`/`env`/`tunnel`
+need later, so it is also what the state record stores.
 """
 
 from __future__ import annotations
 
-import os
-import socket
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import asdict, dataclass, fields
 from typing import Iterable
 
 from .connection import Connection
-from .errors import StackError
-from .ports import PortCheck, allocate_ports, port_is_free
+from .ports import allocate_ports
 from .spec import SERVICES, StackSpec, stacks_dir
 
 ROLES = ("hashserver", "database", "scheduler", "worker")
+WILDCARDS = ("0.0.0.0", "::")
 
 
 @dataclass(frozen=True)
 class Deployment:
     name: str
-    method: str
+    method: str  # local | remote
     project: str
-    ports: dict[str, int]  # hashserver, database, scheduler, dashboard
+    ports: dict[str, int]  # hashserver, database, scheduler, dashboard (on the Docker host)
     images: dict[str, str]  # role -> image tag
     workers: int
     threads: int
     bind: str
-    buffer_dir: str
+    buffer_dir: str  # paths on the Docker host
     database_dir: str
     env_file: str
     uid: int
     gid: int
+    host_name: str  # the Docker host's name, as clients and ssh know it
+    docker_host: str | None = None  # DOCKER_HOST for a remote engine (ssh://...)
+    ssh_destination: str | None = None  # USER@HOST[:PORT] for tunnels and remote commands
+    access: str = "direct"  # direct: clients reach the published ports; ssh: through tunnels
 
-    def connection(self) -> Connection:
-        # A wildcard bind is reached through loopback from this host.
-        host = "127.0.0.1" if self.bind in ("0.0.0.0", "::") else self.bind
+    def connection(self, local_ports: dict[str, int] | None = None) -> Connection:
+        """Addresses for clients: the published ports, or tunnel ends on 127.0.0.1."""
+        if local_ports is not None:
+            host, ports = "127.0.0.1", local_ports
+        elif self.bind not in WILDCARDS:
+            host, ports = self.bind, self.ports
+        else:  # a wildcard bind is reached through loopback here, by name from elsewhere
+            host, ports = ("127.0.0.1" if self.method == "local" else self.host_name), self.ports
         return Connection(
             host=host,
-            hashserver_port=self.ports["hashserver"],
-            database_port=self.ports["database"],
-            scheduler_port=self.ports["scheduler"],
-            dashboard_port=self.ports["dashboard"],
+            hashserver_port=ports["hashserver"],
+            database_port=ports["database"],
+            scheduler_port=ports["scheduler"],
+            dashboard_port=ports["dashboard"],
             seamless_workers=self.threads,
-            ssh_host=socket.gethostname(),
+            ssh_host=self.host_name,
+            ssh_ports=dict(self.ports),
+            direct=self.access == "direct" or local_ports is not None,
         )
 
     def compose_environment(self) -> dict[str, str]:
@@ -73,49 +81,25 @@ class Deployment:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Deployment":
-        return cls(**data)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def ensure_storage_dir(path: Path, what: str) -> None:
-    """Create the directory if missing and prove we can write into it."""
-    if path.exists() and not path.is_dir():
-        raise StackError(f"{what} {path} is not a directory", f"choose a directory as {what}")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise StackError(f"cannot create {what} {path} ({exc.strerror})", f"choose a writable {what}") from None
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise StackError(f"{what} {path} is not writable", f"fix its permissions or choose another {what}")
+def make_plan(spec: StackSpec, images: dict[str, str], host, *, reserved_ports: Iterable[int] = ()) -> Deployment:
+    """Allocate ports on the Docker host and fix every address. Checks storage; starts nothing.
 
-
-def check_bind_address(address: str) -> None:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind((address, 0))
-        except OSError:
-            raise StackError(
-                f"--bind {address} is not an address of this machine",
-                "give one of its interface addresses, 127.0.0.1 (default) or 0.0.0.0",
-            ) from None
-
-
-def make_plan(
-    spec: StackSpec,
-    images: dict[str, str],
-    *,
-    reserved_ports: Iterable[int] = (),
-    is_free: PortCheck | None = None,
-) -> Deployment:
-    """Allocate ports and fix every address. Checks storage; starts nothing."""
-    ensure_storage_dir(spec.buffer_dir, "buffer directory (--buffer-dir / HASHSERVER_BUFFER_DIR)")
-    ensure_storage_dir(spec.database_dir, "database directory (--database-dir / DATABASE_DIR)")
-    if is_free is None:
-        check_bind_address(spec.bind)
+    host: hosts.LocalHost or hosts.SSHDockerHost (check_bind, is_free, prepare_dirs, uid, gid).
+    """
+    host.check_bind(spec.bind)
+    dirs = host.prepare_dirs({
+        "buffer directory (--buffer-dir / HASHSERVER_BUFFER_DIR)": spec.buffer_dir,
+        "database directory (--database-dir / DATABASE_DIR)": spec.database_dir,
+    })
+    buffer_dir, database_dir = dirs.values()
     ports = allocate_ports(
         SERVICES,
         spec.port_range,
-        is_free=is_free or (lambda port: port_is_free(port, spec.bind)),
+        is_free=lambda port: host.is_free(port, spec.bind),
         fixed={"scheduler": spec.scheduler_port} if spec.scheduler_port else None,
         reserved=reserved_ports,
     )
@@ -129,9 +113,13 @@ def make_plan(
         workers=spec.workers,
         threads=spec.threads,
         bind=spec.bind,
-        buffer_dir=str(spec.buffer_dir),
-        database_dir=str(spec.database_dir),
+        buffer_dir=buffer_dir,
+        database_dir=database_dir,
         env_file=str(env_file),
-        uid=os.getuid(),
-        gid=os.getgid(),
+        uid=host.uid,
+        gid=host.gid,
+        host_name=host.name,
+        docker_host=host.docker_host,
+        ssh_destination=str(spec.remote) if spec.remote else None,
+        access=spec.access,
     )

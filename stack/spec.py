@@ -9,11 +9,12 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from .errors import StackError
+from .ssh import Destination
 
 DEFAULT_PORT_RANGE = (60000, 60999)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -38,9 +39,11 @@ class StackSpec:
     workers: int = 1
     threads: int = 3
     bind: str = "127.0.0.1"
-    buffer_dir: Path = field(default_factory=lambda: seamless_home() / "buffers")
-    database_dir: Path = field(default_factory=lambda: seamless_home() / "database")
+    buffer_dir: str = "~/.seamless/buffers"  # a path on the Docker host
+    database_dir: str = "~/.seamless/database"
     env_file: Path | None = None
+    remote: Destination | None = None  # the remote Docker host, for method "remote"
+    access: str = "direct"  # direct | ssh
     worker_requirements: Path | None = None
     base_image: str | None = None
     timeout: float = 300.0
@@ -130,12 +133,26 @@ def build_spec(
     worker_requirements: str | None = None,
     base_image: str | None = None,
     timeout: float = 300.0,
+    remote: str | None = None,
+    access: str = "direct",
     environ: Mapping[str, str] = os.environ,
 ) -> StackSpec:
-    """Turn raw options plus the environment into a validated StackSpec (pure: no I/O)."""
+    """Turn raw options plus the environment into a validated StackSpec (pure: no I/O).
+
+    Local storage paths are resolved here; remote ones on the remote (`~` is its home).
+    """
     home = seamless_home(environ)
     env_file = environ.get("ENVIRONMENT_OUTPUT_FILE")
     requirements = Path(worker_requirements).resolve() if worker_requirements else None
+    if method == "remote":
+        destination = Destination.parse(remote or "")
+        buffers, database = buffer_dir or "~/.seamless/buffers", database_dir or "~/.seamless/database"
+        if access == "ssh" and bind != "127.0.0.1":
+            raise StackError("--ssh publishes on the remote's 127.0.0.1 only", "drop --bind, or use --direct --bind ADDR")
+    else:
+        destination = None
+        buffers = str(resolve_dir(buffer_dir, "HASHSERVER_BUFFER_DIR", home / "buffers", environ))
+        database = str(resolve_dir(database_dir, "DATABASE_DIR", home / "database", environ))
     return StackSpec(
         name=validate_name(name),
         method=method,
@@ -144,10 +161,12 @@ def build_spec(
         workers=positive(workers, "--workers"),
         threads=positive(threads, "--threads"),
         bind=parse_bind(bind),
-        buffer_dir=resolve_dir(buffer_dir, "HASHSERVER_BUFFER_DIR", home / "buffers", environ),
-        database_dir=resolve_dir(database_dir, "DATABASE_DIR", home / "database", environ),
+        buffer_dir=buffers,
+        database_dir=database,
         env_file=expand(env_file, environ) if env_file else None,
         worker_requirements=requirements,
         base_image=base_image,
         timeout=float(positive(int(timeout), "--timeout")),
+        remote=destination,
+        access=access,
     )

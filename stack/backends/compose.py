@@ -13,6 +13,7 @@ from python_on_whales import DockerClient, DockerException
 
 from .. import docker_tools
 from ..errors import StackError
+from ..connection import Connection
 from ..health import HttpWait, SeamlessWorkersWait, Wait
 from ..plan import Deployment
 from ..resources import compose_file
@@ -31,20 +32,15 @@ class ServiceState:
 
 
 class ComposeBackend:
-    def __init__(self, deployment: Deployment, docker_host: str | None = None):
+    def __init__(self, deployment: Deployment):
         self.deployment = deployment
         self.env_path = stacks_dir() / f"{deployment.name}.compose.env"
         self.docker: DockerClient = docker_tools.docker_client(
-            host=docker_host,
+            host=deployment.docker_host,
             compose_files=[compose_file()],
             compose_project_name=deployment.project,
             compose_env_files=[self.env_path],
         )
-
-    # -- checks -----------------------------------------------------------------------
-    def preflight(self) -> None:
-        docker_tools.check_engine(self.docker)
-        docker_tools.check_compose(self.docker)
 
     # -- lifecycle --------------------------------------------------------------------
     def write_env(self) -> None:
@@ -103,8 +99,8 @@ class ComposeBackend:
             services=[service] if service else [], tail=str(tail) if tail else None, no_log_prefix=False
         )
 
-    def waits(self) -> list[Wait]:
-        c = self.deployment.connection()
+    def waits(self, c: Connection) -> list[Wait]:
+        """Health checks as seen by a client with connection c."""
         base = f"http://{c.host}"
         return [
             HttpWait("hashserver", f"{base}:{c.hashserver_port}/healthcheck", "OK"),

@@ -13,8 +13,8 @@ def spec(environ=None, **options):
 def test_defaults():
     s = spec()
     assert s.port_range == DEFAULT_PORT_RANGE and s.bind == "127.0.0.1"
-    assert s.buffer_dir == Path("/home/u/.seamless/buffers")
-    assert s.database_dir == Path("/home/u/.seamless/database")
+    assert s.buffer_dir == "/home/u/.seamless/buffers"
+    assert s.database_dir == "/home/u/.seamless/database"
     assert s.env_file is None and s.project == "seamless-s1"
 
 
@@ -23,16 +23,34 @@ def test_environment_then_options_win():
                "DATABASE_DIR": "~/db", "ENVIRONMENT_OUTPUT_FILE": "/tmp/out.env"}
     s = spec(environ)
     assert s.port_range == (7000, 7100)
-    assert s.buffer_dir == Path("/data/buf")
-    assert s.database_dir == Path("/home/u/db")
+    assert s.buffer_dir == "/data/buf"
+    assert s.database_dir == "/home/u/db"
     assert s.env_file == Path("/tmp/out.env")
     s = spec(environ, port_range="8000-8010", buffer_dir="/x/y")
-    assert s.port_range == (8000, 8010) and s.buffer_dir == Path("/x/y")
+    assert s.port_range == (8000, 8010) and s.buffer_dir == "/x/y"
 
 
 def test_relative_directories_are_resolved():
     s = spec(buffer_dir="rel/buffers")
-    assert s.buffer_dir.is_absolute() and s.buffer_dir == (Path.cwd() / "rel/buffers").resolve()
+    assert s.buffer_dir == str((Path.cwd() / "rel/buffers").resolve())
+
+
+def test_remote_paths_stay_for_the_remote_to_resolve():
+    s = spec({"HASHSERVER_BUFFER_DIR": "/local/only"}, method="remote", remote="alice@big:2222", access="ssh")
+    assert s.remote.user == "alice" and s.remote.host == "big" and s.remote.port == 2222
+    assert s.buffer_dir == "~/.seamless/buffers" and s.database_dir == "~/.seamless/database"
+    assert s.remote.docker_host == "ssh://alice@big:2222"
+
+
+@pytest.mark.parametrize("host", ["", "a@b@c", "host:99999", "bad host", "x:"])
+def test_invalid_remote_host(host):
+    with pytest.raises(StackError, match="invalid remote host"):
+        spec(method="remote", remote=host)
+
+
+def test_ssh_access_refuses_a_public_bind():
+    with pytest.raises(StackError, match="--ssh publishes on the remote's 127.0.0.1 only"):
+        spec(method="remote", remote="big", access="ssh", bind="0.0.0.0")
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,191 @@
+"""Docker hosts: where the engine runs, the storage lives and the ports are checked.
+
+LocalHost is this machine. SSHDockerHost is a remote machine reached over SSH: its engine
+is driven through the docker CLI's ssh:// transport (Compose runs here, so the remote
+needs Docker but no Compose), its directories and ports are checked with one SSH call,
+and images are copied over with `docker save | ssh docker load` (no registry).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import docker_tools, ssh
+from .errors import StackError
+from .ports import port_is_free
+from .spec import expand
+
+Progress = Callable[[str], None]
+
+
+class LocalHost:
+    docker_host: str | None = None
+    name = socket.gethostname()
+
+    def __init__(self) -> None:
+        self.uid, self.gid = os.getuid(), os.getgid()
+
+    def check_bind(self, address: str) -> None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((address, 0))
+            except OSError:
+                raise StackError(f"--bind {address} is not an address of this machine",
+                                 "give one of its interface addresses, 127.0.0.1 (default) or 0.0.0.0") from None
+
+    def is_free(self, port: int, bind: str) -> bool:
+        return port_is_free(port, bind)
+
+    def prepare_dirs(self, dirs: dict[str, str]) -> dict[str, str]:
+        """Create the storage directories if missing and prove they are writable."""
+        resolved = {}
+        for what, raw in dirs.items():
+            path = expand(raw, os.environ)
+            if path.exists() and not path.is_dir():
+                raise StackError(f"{what} {path} is not a directory", f"choose a directory as {what}")
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StackError(f"cannot create {what} {path} ({exc.strerror})", f"choose a writable {what}") from None
+            if not os.access(path, os.W_OK | os.X_OK):
+                raise StackError(f"{what} {path} is not writable", f"fix its permissions or choose another {what}")
+            resolved[what] = str(path)
+        return resolved
+
+    def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:
+        """Images are built here: nothing to move."""
+
+
+def listening_ports(proc_net_tcp: str) -> set[int]:
+    """Ports in LISTEN state (0A) from /proc/net/tcp{,6} text: needs nothing on the remote but cat."""
+    ports = set()
+    for line in proc_net_tcp.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[3] == "0A" and ":" in fields[1]:
+            ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+PROBE = r"""
+command -v docker >/dev/null 2>&1 || { echo "NO-DOCKER"; exit 0; }
+v=$(docker version --format '{{.Server.Version}}' 2>&1) || { echo "NO-ENGINE $v" | tr '\n' ' '; exit 0; }
+echo "DOCKER $v"
+echo "ID $(id -u) $(id -g)"
+echo "HOME $HOME"
+echo "HOSTNAME $(hostname)"
+cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
+"""
+
+
+@dataclass
+class SSHDockerHost:
+    destination: ssh.Destination
+    uid: int = 0
+    gid: int = 0
+    home: str = ""
+    docker_version: str = ""
+    busy: set[int] = field(default_factory=set)
+
+    @property
+    def docker_host(self) -> str:
+        return self.destination.docker_host
+
+    @property
+    def name(self) -> str:
+        return self.destination.host
+
+    def probe(self) -> "SSHDockerHost":
+        """One SSH round trip: Docker there and usable, who we are, which ports listen."""
+        out = ssh.run(self.destination, PROBE)
+        first = out.splitlines()[0] if out else ""
+        if first.startswith("NO-DOCKER"):
+            raise StackError(f"no Docker on {self.destination}", "install a Docker engine there (Debian: scripts/install-docker-debian.sh)")
+        if first.startswith("NO-ENGINE"):
+            raise StackError(f"the Docker engine on {self.destination} does not answer ({first[10:].strip()})",
+                             "start it there, and add the remote user to the `docker` group")
+        for line in out.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "DOCKER":
+                self.docker_version = value
+            elif key == "ID":
+                self.uid, self.gid = (int(x) for x in value.split())
+            elif key == "HOME":
+                self.home = value
+        self.busy = listening_ports(out)
+        return self
+
+    def check_bind(self, address: str) -> None:
+        """Publishing on an address the remote lacks fails at `compose up`, which rolls back."""
+
+    def is_free(self, port: int, bind: str) -> bool:
+        return port not in self.busy
+
+    def prepare_dirs(self, dirs: dict[str, str]) -> dict[str, str]:
+        """Create and check the directories *on the remote*: Compose would otherwise create
+        missing bind-mount sources there silently, empty and owned by root."""
+        resolved = {}
+        for what, raw in dirs.items():
+            path = raw if raw.startswith("/") else f"{self.home}/{raw[2:] if raw.startswith('~/') else raw}"
+            script = f'd={ssh._quote(path)}; [ -e "$d" ] && [ ! -d "$d" ] && {{ echo "NOTDIR"; exit 0; }}; ' \
+                     f'mkdir -p -- "$d" 2>/dev/null || {{ echo "NOMKDIR"; exit 0; }}; ' \
+                     f'[ -w "$d" ] && [ -x "$d" ] || {{ echo "NOWRITE"; exit 0; }}; cd -- "$d" && pwd -P'
+            answer = ssh.run(self.destination, script).strip()
+            problems = {"NOTDIR": "is not a directory", "NOMKDIR": "cannot be created", "NOWRITE": "is not writable"}
+            if answer in problems:
+                raise StackError(f"{what} {path} on {self.destination} {problems[answer]}",
+                                 f"choose another {what} there, or fix its permissions")
+            resolved[what] = answer
+        return resolved
+
+    def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:
+        """Copy the images the remote lacks (by image ID) in one `docker save | docker load`."""
+        local = docker_tools.docker_client()
+        missing = []
+        for tag in dict.fromkeys(tags.values()):
+            wanted = local.image.inspect(tag).id
+            if not docker.image.exists(tag) or docker.image.inspect(tag).id != wanted:
+                missing.append(tag)
+        if not missing:
+            progress(f"images already on {self.destination}")
+            return
+        progress(f"copying {len(missing)} image(s) to {self.destination}: {', '.join(missing)}")
+        started = time.monotonic()
+        sent = copy_images(missing, self.destination, progress)
+        seconds = time.monotonic() - started
+        progress(f"copied {sent / 1e6:.0f} MB in {seconds:.1f}s ({sent / 1e6 / max(seconds, 0.001):.0f} MB/s)")
+
+
+def copy_images(tags: list[str], destination: ssh.Destination, progress: Progress, chunk: int = 1 << 20) -> int:
+    """Stream `docker save` into `ssh docker load`, reporting megabytes as they go. Returns bytes sent."""
+    save = subprocess.Popen([docker_tools.docker_binary(), "save", *tags], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    load = subprocess.Popen(destination.ssh_args() + ["docker", "load", "--quiet"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sent, reported = 0, time.monotonic()
+    try:
+        while True:
+            data = save.stdout.read(chunk)
+            if not data:
+                break
+            load.stdin.write(data)
+            sent += len(data)
+            if time.monotonic() - reported > 2:
+                progress(f"  {sent / 1e6:.0f} MB sent")
+                reported = time.monotonic()
+        load.stdin.close()
+    except BrokenPipeError:
+        pass
+    save.wait()
+    load_err = load.communicate()[1].decode(errors="replace")
+    if save.returncode != 0:
+        raise StackError(f"docker save failed: {save.stderr.read().decode(errors='replace').strip()}")
+    if load.returncode == 255:
+        raise ssh.explain_ssh_failure(destination, load_err)
+    if load.returncode != 0:
+        raise StackError(f"docker load on {destination} failed: {load_err.strip()}", "check disk space and Docker there")
+    return sent

@@ -1,0 +1,147 @@
+"""SSH: run commands on a remote host and forward ports, with the user's own ssh and config.
+
+Everything goes through the system `ssh` binary (as the docker CLI's ssh:// transport
+does), so ~/.ssh/config, agents and jump hosts work the same for both. Errors are
+classified into one line that says how to fix them.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+
+from .errors import StackError
+
+BATCH = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
+
+
+@dataclass(frozen=True)
+class Destination:
+    """USER@HOST[:PORT] (user and port optional)."""
+
+    host: str
+    user: str | None = None
+    port: int | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "Destination":
+        match = re.fullmatch(r"(?:([A-Za-z0-9._-]+)@)?([A-Za-z0-9._-]+|\[[0-9a-fA-F:]+\])(?::(\d{1,5}))?", text or "")
+        if not match or (match.group(3) and not 0 < int(match.group(3)) < 65536):
+            raise StackError(f"invalid remote host {text!r}", "write it as USER@HOST[:PORT], e.g. alice@bigbox or bigbox:2222")
+        user, host, port = match.groups()
+        return cls(host=host.strip("[]"), user=user, port=int(port) if port else None)
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@{self.host}" if self.user else self.host
+
+    def __str__(self) -> str:
+        return self.target + (f":{self.port}" if self.port else "")
+
+    @property
+    def docker_host(self) -> str:
+        """DOCKER_HOST for the docker CLI's own ssh transport."""
+        return f"ssh://{self.target}" + (f":{self.port}" if self.port else "")
+
+    def ssh_args(self) -> list[str]:
+        return ["ssh", *BATCH, *(["-p", str(self.port)] if self.port else []), self.target]
+
+
+def explain_ssh_failure(destination: Destination, stderr: str) -> StackError:
+    text = stderr.strip().splitlines()[-1] if stderr.strip() else "ssh failed"
+    if "Permission denied" in stderr or "Too many authentication failures" in stderr:
+        return StackError(f"SSH authentication to {destination} failed ({text})",
+                          "check your key (ssh-copy-id, ssh-agent) or ~/.ssh/config for that host")
+    if "Host key verification failed" in stderr:
+        return StackError(f"the host key of {destination} is unknown or changed", "connect once with `ssh` to check and accept it")
+    return StackError(f"cannot reach {destination} over SSH ({text})", "check the host name, port and network, and that sshd runs there")
+
+
+def run(destination: Destination, script: str, *, input: bytes | None = None, timeout: float = 120) -> str:
+    """Run a POSIX shell script remotely; return stdout. SSH failures (exit 255) become StackError."""
+    try:
+        result = subprocess.run(destination.ssh_args() + ["sh", "-c", _quote(script)], input=input,
+                                capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise StackError(f"{destination} did not answer within {timeout:.0f}s", "check the host and network") from None
+    except FileNotFoundError:
+        raise StackError("the ssh command is not installed", "install an OpenSSH client (Debian: apt-get install openssh-client)") from None
+    stderr = result.stderr.decode(errors="replace")
+    if result.returncode == 255:
+        raise explain_ssh_failure(destination, stderr)
+    if result.returncode != 0:
+        raise RemoteCommandFailed(result.returncode, stderr.strip())
+    return result.stdout.decode(errors="replace")
+
+
+class RemoteCommandFailed(Exception):
+    def __init__(self, code: int, stderr: str):
+        self.code, self.stderr = code, stderr
+        super().__init__(f"exit {code}: {stderr}")
+
+
+def _quote(script: str) -> str:
+    return "'" + script.replace("'", "'\"'\"'") + "'"
+
+
+def local_port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+class Tunnel:
+    """`ssh -N -L` forwards from local ports to the remote's loopback, as a context manager.
+
+    forwards: name -> (local_port, remote_port). Ready once every local port accepts.
+    """
+
+    def __init__(self, destination: Destination, forwards: dict[str, tuple[int, int]]):
+        self.destination = destination
+        self.forwards = forwards
+        self.process: subprocess.Popen | None = None
+
+    def command(self) -> list[str]:
+        args = ["-N", "-o", "ExitOnForwardFailure=yes"]
+        for local, remote in self.forwards.values():
+            args += ["-L", f"127.0.0.1:{local}:127.0.0.1:{remote}"]
+        ssh = self.destination.ssh_args()
+        return ssh[:-1] + args + ssh[-1:]
+
+    def start(self, timeout: float = 20) -> "Tunnel":
+        self.process = subprocess.Popen(self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + timeout
+        while not all(local_port_open(local) for local, _ in self.forwards.values()):
+            if self.process.poll() is not None:
+                stderr = self.process.stderr.read()
+                if "forwarding" in stderr.lower() or "Address already in use" in stderr:
+                    raise StackError(f"SSH port forwarding to {self.destination} failed ({stderr.strip()})",
+                                     "a local port is busy: stop what uses it or try again")
+                raise explain_ssh_failure(self.destination, stderr)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise StackError(f"SSH tunnel to {self.destination} not ready after {timeout:.0f}s")
+            time.sleep(0.1)
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> "Tunnel":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
