@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import docker_tools, images, state
+from . import docker_tools, images, state, tls
 from .backends import ComposeBackend
 from .connection import Connection, render
 from .errors import StackError
@@ -21,7 +21,7 @@ from .health import ServiceFailed, wait_until_ready
 from .hosts import LocalHost, SSHDockerHost
 from .plan import Deployment, make_plan
 from .ports import allocate_ports, port_is_free
-from .spec import DEFAULT_PORT_RANGE, SERVICES, StackSpec
+from .spec import DEFAULT_PORT_RANGE, SERVICES, StackSpec, stacks_dir
 from .ssh import Destination, Tunnel
 
 Progress = Callable[[str], None]
@@ -73,7 +73,11 @@ def up(spec: StackSpec, progress: Progress = lambda line: None) -> Deployment:
     tags = images.build_images(
         local_docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
     )
-    deployment = make_plan(spec, tags, host, reserved_ports=_reserved_ports(spec, host.docker_host))
+    tls_dirs = None
+    if spec.tls:
+        folder = tls.make_certificate(stacks_dir() / f"{spec.name}.tls", spec.name)
+        tls_dirs = (str(folder), host.install_tls(folder, spec.name))
+    deployment = make_plan(spec, tags, host, reserved_ports=_reserved_ports(spec, host.docker_host), tls_dirs=tls_dirs)
     backend = ComposeBackend(deployment)
     host.push_images(backend.docker, tags, progress)
     where = f" on {spec.remote}" if spec.remote else ""

@@ -36,6 +36,7 @@ def _add_up_options(parser: argparse.ArgumentParser, *bind_args, **bind_kwargs) 
     parser.add_argument("--worker-requirements", help="pip requirements file: build and use a worker image with these libraries")
     parser.add_argument("--base-image", help="base image to build from (default: seamless-stack/base:bookworm if made, else debian:bookworm-slim)")
     parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for readiness (default 300)")
+    parser.add_argument("--tls", action="store_true", help="Dask TLS with a per-stack certificate (for ports others can reach)")
     parser.add_argument("--format", choices=FORMATS, default="shell", help="format of the environment printed on stdout")
 
 
@@ -106,7 +107,7 @@ def _up(args) -> int:
         name=args.name, method=args.method, port_range=args.port_range, scheduler_port=args.scheduler_port,
         workers=args.workers, threads=args.threads, bind=args.bind, buffer_dir=args.buffer_dir,
         database_dir=args.database_dir, worker_requirements=args.worker_requirements,
-        base_image=args.base_image, timeout=args.timeout, **remote,
+        base_image=args.base_image, timeout=args.timeout, tls=args.tls, **remote,
     )
     if spec.bind not in ("127.0.0.1", "::1"):
         where = f"{spec.remote.host}'s " if spec.remote else ""

@@ -16,6 +16,8 @@ import json
 import shlex
 from dataclasses import dataclass
 
+from . import tls
+
 FORMATS = ("shell", "dotenv", "json")
 
 
@@ -30,6 +32,7 @@ class Connection:
     ssh_host: str  # host to SSH to; the services listen on its loopback...
     ssh_ports: dict[str, int] | None = None  # ...on these ports (default: the ports above)
     direct: bool = True  # False: only the SSH section (clients need a tunnel first)
+    tls_dir: str | None = None  # Dask TLS: the stack's certificate folder
 
     def variables(self) -> dict[str, str]:
         ssh_ports = self.ssh_ports or {"hashserver": self.hashserver_port, "database": self.database_port,
@@ -47,7 +50,8 @@ class Connection:
     def client_variables(self) -> dict[str, str]:
         hashserver = f"http://{self.host}:{self.hashserver_port}"
         database = f"http://{self.host}:{self.database_port}"
-        scheduler = f"tcp://{self.host}:{self.scheduler_port}"
+        scheme = "tls" if self.tls_dir else "tcp"
+        scheduler = f"{scheme}://{self.host}:{self.scheduler_port}"
 
         def client_entry(url: str) -> dict:
             return {"url": url, "remote_url": url, "readonly": False}
@@ -62,6 +66,7 @@ class Connection:
             "SEAMLESS_REMOTE_CLIENTS": json.dumps(remote_clients, separators=(",", ":")),
             "SEAMLESS_DASK_SCHEDULER": scheduler,
             "SEAMLESS_DASK_WORKERS": str(self.seamless_workers),
+            **(tls.client_variables(self.tls_dir) if self.tls_dir else {}),
         }
 
 

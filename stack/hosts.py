@@ -13,6 +13,7 @@ import socket
 import subprocess
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable
 
 from . import docker_tools, ssh
@@ -60,6 +61,10 @@ class LocalHost:
 
     def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:
         """Images are built here: nothing to move."""
+
+    def install_tls(self, folder: Path, name: str) -> str:
+        """The certificate folder is already here."""
+        return str(folder)
 
 
 def listening_ports(proc_net_tcp: str) -> set[int]:
@@ -142,6 +147,14 @@ class SSHDockerHost:
                                  f"choose another {what} there, or fix its permissions")
             resolved[what] = answer
         return resolved
+
+    def install_tls(self, folder: Path, name: str) -> str:
+        """Copy the stack's certificate and key to the remote (mode 600), for its containers."""
+        target = f"{self.home}/.seamless/stacks/{name}.tls"
+        for file in sorted(folder.iterdir()):
+            script = f"umask 077; mkdir -p {ssh._quote(target)} && cat > {ssh._quote(target + '/' + file.name)}"
+            ssh.run(self.destination, script, input=file.read_bytes())
+        return target
 
     def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:
         """Copy the images the remote lacks (by image ID) in one `docker save | docker load`."""

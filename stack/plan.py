@@ -36,6 +36,8 @@ class Deployment:
     docker_host: str | None = None  # DOCKER_HOST for a remote engine (ssh://...)
     ssh_destination: str | None = None  # USER@HOST[:PORT] for tunnels and remote commands
     access: str = "direct"  # direct: clients reach the published ports; ssh: through tunnels
+    tls_dir: str | None = None  # Dask TLS certificate: here, for clients...
+    host_tls_dir: str | None = None  # ...and on the Docker host, for the containers
 
     def connection(self, local_ports: dict[str, int] | None = None) -> Connection:
         """Addresses for clients: the published ports, or tunnel ends on 127.0.0.1."""
@@ -55,6 +57,7 @@ class Deployment:
             ssh_host=self.host_name,
             ssh_ports=dict(self.ports),
             direct=self.access == "direct" or local_ports is not None,
+            tls_dir=self.tls_dir,
         )
 
     def compose_environment(self) -> dict[str, str]:
@@ -74,6 +77,7 @@ class Deployment:
             "HASHSERVER_BUFFER_DIR": self.buffer_dir,
             "DATABASE_DIR": self.database_dir,
             "THREADS": str(self.threads),
+            **({"TLS_DIR": self.host_tls_dir} if self.host_tls_dir else {}),
         }
 
     def to_dict(self) -> dict:
@@ -85,10 +89,18 @@ class Deployment:
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
-def make_plan(spec: StackSpec, images: dict[str, str], host, *, reserved_ports: Iterable[int] = ()) -> Deployment:
+def make_plan(
+    spec: StackSpec,
+    images: dict[str, str],
+    host,
+    *,
+    reserved_ports: Iterable[int] = (),
+    tls_dirs: tuple[str, str] | None = None,
+) -> Deployment:
     """Allocate ports on the Docker host and fix every address. Checks storage; starts nothing.
 
     host: hosts.LocalHost or hosts.SSHDockerHost (check_bind, is_free, prepare_dirs, uid, gid).
+    tls_dirs: (here, on the Docker host) folders of the stack's TLS certificate, if any.
     """
     host.check_bind(spec.bind)
     dirs = host.prepare_dirs({
@@ -122,4 +134,6 @@ def make_plan(spec: StackSpec, images: dict[str, str], host, *, reserved_ports: 
         docker_host=host.docker_host,
         ssh_destination=str(spec.remote) if spec.remote else None,
         access=spec.access,
+        tls_dir=tls_dirs[0] if tls_dirs else None,
+        host_tls_dir=tls_dirs[1] if tls_dirs else None,
     )

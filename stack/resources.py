@@ -13,5 +13,5 @@ def images_dir() -> Path:
     return DATA / "images"
 
 
-def compose_file() -> Path:
-    return DATA / "compose" / "compose.yaml"
+def compose_file(name: str = "compose.yaml") -> Path:
+    return DATA / "compose" / name

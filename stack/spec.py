@@ -44,6 +44,7 @@ class StackSpec:
     env_file: Path | None = None
     remote: Destination | None = None  # the remote Docker host, for method "remote"
     access: str = "direct"  # direct | ssh
+    tls: bool = False  # Dask TLS with a per-stack certificate
     worker_requirements: Path | None = None
     base_image: str | None = None
     timeout: float = 300.0
@@ -135,6 +136,7 @@ def build_spec(
     timeout: float = 300.0,
     remote: str | None = None,
     access: str = "direct",
+    tls: bool = False,
     environ: Mapping[str, str] = os.environ,
 ) -> StackSpec:
     """Turn raw options plus the environment into a validated StackSpec (pure: no I/O).
@@ -169,4 +171,5 @@ def build_spec(
         timeout=float(positive(int(timeout), "--timeout")),
         remote=destination,
         access=access,
+        tls=tls,
     )

@@ -37,7 +37,7 @@ class ComposeBackend:
         self.env_path = stacks_dir() / f"{deployment.name}.compose.env"
         self.docker: DockerClient = docker_tools.docker_client(
             host=deployment.docker_host,
-            compose_files=[compose_file()],
+            compose_files=[compose_file()] + ([compose_file("tls.yaml")] if deployment.host_tls_dir else []),
             compose_project_name=deployment.project,
             compose_env_files=[self.env_path],
         )

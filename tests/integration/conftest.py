@@ -36,10 +36,13 @@ class Cli:
 
     home: Path
     names: list[str]
+    path_prefix: str | None = None  # e.g. a folder with an `ssh` that knows a test bed's key
 
     def env(self, **extra: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SEAMLESS_", "RANDOM_PORT_", "HASHSERVER_", "DATABASE_DIR", "ENVIRONMENT_OUTPUT_FILE"))}
         env["HOME"] = str(self.home)
+        if self.path_prefix:
+            env["PATH"] = f"{self.path_prefix}:{env['PATH']}"
         env.update(extra)
         return env
 
@@ -54,10 +57,10 @@ class Cli:
         self.names.append(name)
         return name
 
-    def up(self, name: str, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    def up(self, name: str, *args: str, method: str = "local", **kwargs) -> subprocess.CompletedProcess:
         if name not in self.names:
             self.names.append(name)
-        return self.run("up", "local", "--name", name, *args, **kwargs)
+        return self.run("up", method, "--name", name, *args, **kwargs)
 
     def env_file(self, name: str) -> Path:
         return self.home / ".seamless" / "stacks" / f"{name}.env"

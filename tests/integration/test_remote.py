@@ -1,0 +1,161 @@
+"""`up remote` against a real remote Docker host: a container with sshd and its own dockerd.
+
+The host acts as the workstation: the CLI reaches the remote over real SSH (key auth), moves
+the images with docker save | ssh docker load, and a real Seamless client computes on the
+remote's workers, directly or through `seamless-stack tunnel`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from testbeds.remote_host import RemoteHost
+
+from .conftest import CLI
+
+
+@pytest.fixture(scope="module")
+def remote(docker_engine):
+    with RemoteHost(name="seamless-stack-test-remote") as host:
+        # a second login with the same key, outside the docker group
+        host.exec("useradd --create-home nodocker && install -d -m 700 -o nodocker /home/nodocker/.ssh && "
+                  "install -m 600 -o nodocker /home/seamless/.ssh/authorized_keys /home/nodocker/.ssh/")
+        yield host
+
+
+@pytest.fixture
+def rcli(cli, remote, tmp_path):
+    """The CLI with an `ssh` that knows the bed's key (as a user's ~/.ssh/config would)."""
+    bin_dir = tmp_path / "ssh-bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "ssh"
+    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {remote.ssh_config_path} "$@"\n')
+    wrapper.chmod(0o755)
+    cli.path_prefix = str(bin_dir)
+    yield cli
+    for name in cli.names:
+        cli.run("down", "--name", name)
+    remote.ssh("docker ps -aq | xargs -r docker rm -f; docker network prune -f")
+
+
+def remote_workers(remote) -> set[str]:
+    out = remote.ssh("docker ps -q --filter label=com.docker.compose.service=worker").stdout
+    return {cid[:12] for cid in out.split()}
+
+
+def remote_file_exists(remote, path: str) -> bool:
+    return remote.ssh(f"test -f {path}").returncode == 0
+
+
+def test_remote_direct_images_moved_results_on_remote(rcli, client, remote):
+    name = rcli.new_name()
+    buffers = f"/home/{remote.user}/stack-{name}/buffers"
+    up = rcli.up(name, "--host", remote.destination, "--direct", "--buffer-dir", buffers, method="remote")
+    assert up.returncode == 0, up.stderr
+    assert "anyone who reaches that address" in up.stderr, "a public bind is warned about"
+    env = json.loads(rcli.run("env", "--name", name, "--format", "json").stdout)
+    assert env["SEAMLESS_DATABASE_IP"] == remote.address
+    assert env["SEAMLESS_DASK_SCHEDULER"].startswith(f"tcp://{remote.address}:")
+
+    marker = uuid.uuid4().hex
+    run = client.run(rcli.env_file(name), "seamless-run", f"echo {marker}; hostname")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.split()[1] in remote_workers(remote), "computed on a worker on the remote"
+    checksum = hashlib.sha256(run.stdout.encode()).hexdigest()
+    assert remote_file_exists(remote, f"{buffers}/{checksum[:2]}/{checksum}"), "result buffer in the remote buffer dir"
+    owner = remote.ssh(f"stat -c %u {buffers}/{checksum[:2]}/{checksum}").stdout.strip()
+    assert owner == remote.ssh("id -u").stdout.strip(), "files belong to the remote user"
+    assert remote_file_exists(remote, f"/home/{remote.user}/.seamless/database/seamless.db"), "default dir is the remote user's"
+
+    # status and logs work as for local stacks; down/up keeps the data and moves no image again
+    status = rcli.run("status", "--name", name)
+    assert status.returncode == 0 and "1/1 workers Seamless-ready" in status.stdout, status.stdout
+    assert "distributed" in rcli.run("logs", "scheduler", "--name", name, "--tail", "20").stdout
+    assert rcli.run("down", "--name", name).returncode == 0
+    assert remote_workers(remote) == set()
+    again = rcli.up(name, "--host", remote.destination, "--direct", "--buffer-dir", buffers, method="remote")
+    assert again.returncode == 0 and "images already on" in again.stderr
+    rerun = client.run(rcli.env_file(name), "seamless-run", f"echo {marker}; hostname")
+    assert rerun.stdout == run.stdout, "answered from the remote database: the old worker's hostname"
+
+
+def test_remote_ssh_with_tunnel(rcli, client, remote):
+    name = rcli.new_name()
+    up = rcli.up(name, "--host", remote.destination, "--ssh", method="remote")
+    assert up.returncode == 0, up.stderr
+    env_file = rcli.env_file(name)
+    only_ssh = env_file.read_text()
+    assert "SEAMLESS_SSH_DASK_SCHEDULER_PORT" in only_ssh and "SEAMLESS_REMOTE_CLIENTS" not in only_ssh
+    ports = json.loads(rcli.run("env", "--name", name, "--format", "json").stdout)
+    for key in ("SEAMLESS_SSH_DATABASE_PORT", "SEAMLESS_SSH_HASHSERVER_PORT", "SEAMLESS_SSH_DASK_SCHEDULER_PORT"):
+        with socket.socket() as sock:
+            sock.settimeout(2)
+            assert sock.connect_ex((remote.address, int(ports[key]))) != 0, "nothing reachable on the remote's address"
+
+    tunnel = subprocess.Popen([str(CLI), "tunnel", "--name", name, "--format", "json"], env=rcli.env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        local = json.loads(_read_json(tunnel))
+        assert local["SEAMLESS_DASK_SCHEDULER"].startswith("tcp://127.0.0.1:")
+        run = client.run(env_file, "seamless-run", "echo through-the-tunnel; hostname")
+        assert run.returncode == 0, run.stderr
+        assert run.stdout.split()[1] in remote_workers(remote)
+
+        # the SSH connection drops: the tunnel comes back on the same local ports
+        ssh_children = subprocess.run(["pgrep", "-P", str(tunnel.pid), "ssh"], capture_output=True, text=True).stdout.split()
+        assert ssh_children
+        for pid in ssh_children:
+            os.kill(int(pid), signal.SIGKILL)
+        time.sleep(4)
+        again = client.run(env_file, "seamless-run", "echo after-reconnect")
+        assert again.returncode == 0 and again.stdout.strip() == "after-reconnect", again.stderr
+    finally:
+        tunnel.send_signal(signal.SIGINT)
+        code = tunnel.wait(timeout=20)
+    assert code == 0, tunnel.stderr.read()
+    assert env_file.read_text() == only_ssh, "without the tunnel, the env file holds the SSH section only"
+
+
+def _read_json(process: subprocess.Popen, timeout: float = 60) -> str:
+    """The tunnel prints its environment as one JSON object once the forwards stand."""
+    lines, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            raise AssertionError(f"tunnel ended: {process.stderr.read()}")
+        lines.append(line)
+        if line.startswith("}"):
+            return "".join(lines)
+    raise AssertionError("no environment from the tunnel")
+
+
+@pytest.mark.parametrize(
+    "host, expected",
+    [
+        ("seamless@127.0.0.1:1", "cannot reach seamless@127.0.0.1:1 over SSH"),
+        ("nobody-here@{address}", "SSH authentication to nobody-here@"),
+        ("nodocker@{address}", "does not answer"),
+    ],
+)
+def test_remote_connection_errors(rcli, remote, host, expected):
+    name = rcli.new_name()
+    result = rcli.up(name, "--host", host.format(address=remote.address), method="remote")
+    assert result.returncode == 2 and expected in result.stderr, result.stderr
+    assert len([line for line in result.stderr.splitlines() if line.startswith("seamless-stack: error:")]) == 1
+    assert remote_workers(remote) == set()
+
+
+def test_remote_directory_not_writable(rcli, remote):
+    name = rcli.new_name()
+    result = rcli.up(name, "--host", remote.destination, "--buffer-dir", "/root/buffers", method="remote")
+    assert result.returncode == 2 and "/root/buffers on" in result.stderr and "cannot be created" in result.stderr
+    assert remote.ssh("docker ps -aq").stdout.strip() == "", "nothing started on the remote"
