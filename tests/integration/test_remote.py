@@ -59,12 +59,12 @@ def remote_file_exists(remote, path: str) -> bool:
 def test_remote_direct_images_moved_results_on_remote(rcli, client, remote):
     name = rcli.new_name()
     buffers = f"/home/{remote.user}/stack-{name}/buffers"
-    up = rcli.up(name, "--host", remote.destination, "--direct", "--buffer-dir", buffers, method="remote")
+    up = rcli.up(name, "--host", remote.destination, "--direct", "--tls", "--buffer-dir", buffers, method="remote")
     assert up.returncode == 0, up.stderr
     assert "anyone who reaches that address" in up.stderr, "a public bind is warned about"
     env = json.loads(rcli.run("env", "--name", name, "--format", "json").stdout)
     assert env["SEAMLESS_DATABASE_IP"] == remote.address
-    assert env["SEAMLESS_DASK_SCHEDULER"].startswith(f"tcp://{remote.address}:")
+    assert env["SEAMLESS_DASK_SCHEDULER"].startswith(f"tls://{remote.address}:"), "Dask TLS, certificates on the remote"
 
     marker = uuid.uuid4().hex
     run = client.run(rcli.env_file(name), "seamless-run", f"echo {marker}; hostname")
@@ -82,7 +82,7 @@ def test_remote_direct_images_moved_results_on_remote(rcli, client, remote):
     assert "distributed" in rcli.run("logs", "scheduler", "--name", name, "--tail", "20").stdout
     assert rcli.run("down", "--name", name).returncode == 0
     assert remote_workers(remote) == set()
-    again = rcli.up(name, "--host", remote.destination, "--direct", "--buffer-dir", buffers, method="remote")
+    again = rcli.up(name, "--host", remote.destination, "--direct", "--tls", "--buffer-dir", buffers, method="remote")
     assert again.returncode == 0 and "images already on" in again.stderr
     rerun = client.run(rcli.env_file(name), "seamless-run", f"echo {marker}; hostname")
     assert rerun.stdout == run.stdout, "answered from the remote database: the old worker's hostname"
