@@ -13,12 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-from . import docker_tools, images, state, tls
-from .backends import ComposeBackend
+from . import docker_tools, images, slurm, state, tls
+from .backends import ComposeBackend, SlurmBackend
 from .connection import Connection, render
 from .errors import StackError
 from .health import ServiceFailed, wait_until_ready
-from .hosts import LocalHost, SSHDockerHost
+from .hosts import LocalHost, SSHDockerHost, prepare_remote_dirs
 from .plan import Deployment, make_plan
 from .ports import allocate_ports, port_is_free
 from .spec import DEFAULT_PORT_RANGE, SERVICES, StackSpec, stacks_dir
@@ -53,38 +53,29 @@ def client_view(deployment: Deployment) -> Iterator[Connection]:
         return
     local = allocate_ports(SERVICES, DEFAULT_PORT_RANGE, is_free=port_is_free)
     forwards = {service: (local[service], deployment.ports[service]) for service in SERVICES}
-    with Tunnel(Destination.parse(deployment.ssh_destination), forwards):
+    with Tunnel(Destination.parse(deployment.ssh_destination), forwards, deployment.tunnel_target):
         yield deployment.connection(local_ports=local)
+
+
+def backend_for(deployment: Deployment):
+    return SlurmBackend(deployment) if deployment.method == "slurm" else ComposeBackend(deployment)
 
 
 def up(spec: StackSpec, progress: Progress = lambda line: None) -> Deployment:
     """Build what is missing, start the stack, pass the health gate, write the env output."""
     started = time.monotonic()
-    local_docker = docker_tools.docker_client()
-    docker_tools.check_engine(local_docker)
-    docker_tools.check_compose(local_docker)
     previous = _existing(spec.name)
-    if previous is not None and ComposeBackend(previous).is_up():
+    if previous is not None and backend_for(previous).is_up():
         raise StackError(
-            f"stack {spec.name!r} is already up (scheduler port {previous.ports['scheduler']})",
+            f"stack {spec.name!r} is already up (scheduler port {previous.ports.get('scheduler', '?')})",
             f"use it (`seamless-stack env --name {spec.name}`), stop it (`seamless-stack down --name {spec.name}`) or pick another --name",
         )
-    host = _host(spec)
-    tags = images.build_images(
-        local_docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
-    )
-    tls_dirs = None
-    if spec.tls:
-        folder = tls.make_certificate(stacks_dir() / f"{spec.name}.tls", spec.name)
-        tls_dirs = (str(folder), host.install_tls(folder, spec.name))
-    deployment = make_plan(spec, tags, host, reserved_ports=_reserved_ports(spec, host.docker_host), tls_dirs=tls_dirs)
-    backend = ComposeBackend(deployment)
-    host.push_images(backend.docker, tags, progress)
-    where = f" on {spec.remote}" if spec.remote else ""
-    progress(f"starting stack {spec.name!r}{where}: {deployment.workers} worker(s) x {deployment.threads} threads, ports {deployment.ports}")
-    state.save(deployment)
+    prepare = _prepare_slurm if spec.method == "slurm" else _prepare_compose
+    deployment, backend, start = prepare(spec, progress)
+    state.save(deployment)  # from here on, `down` finds whatever gets started
     try:
-        backend.up()
+        deployment = start()
+        state.save(deployment)
         with client_view(deployment) as view:
             ready_in = wait_until_ready(
                 backend.waits(view), timeout=spec.timeout, progress=progress, find_failure=backend.find_failure
@@ -99,8 +90,69 @@ def up(spec: StackSpec, progress: Progress = lambda line: None) -> Deployment:
     write_env_file(deployment)
     progress(f"stack {spec.name!r} ready in {ready_in:.1f}s ({time.monotonic() - started:.1f}s in all); environment in {deployment.env_file}")
     if deployment.access == "ssh":
-        progress(f"services listen on {deployment.host_name}'s 127.0.0.1: run `seamless-stack tunnel --name {spec.name}` to reach them")
+        progress(f"services listen on {deployment.host_name} behind {deployment.ssh_destination}: "
+                 f"run `seamless-stack tunnel --name {spec.name}` to reach them")
     return deployment
+
+
+def _prepare_compose(spec: StackSpec, progress: Progress):
+    local_docker = docker_tools.docker_client()
+    docker_tools.check_engine(local_docker)
+    docker_tools.check_compose(local_docker)
+    host = _host(spec)
+    tags = images.build_images(
+        local_docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
+    )
+    tls_dirs = None
+    if spec.tls:
+        folder = tls.make_certificate(stacks_dir() / f"{spec.name}.tls", spec.name)
+        tls_dirs = (str(folder), host.install_tls(folder, spec.name))
+    deployment = make_plan(spec, tags, host, reserved_ports=_reserved_ports(spec, host.docker_host), tls_dirs=tls_dirs)
+    backend = ComposeBackend(deployment)
+    host.push_images(backend.docker, tags, progress)
+    where = f" on {spec.remote}" if spec.remote else ""
+    progress(f"starting stack {spec.name!r}{where}: {deployment.workers} worker(s) x {deployment.threads} threads, ports {deployment.ports}")
+
+    def start() -> Deployment:
+        backend.up()
+        return deployment
+
+    return deployment, backend, start
+
+
+def _prepare_slurm(spec: StackSpec, progress: Progress):
+    shell = slurm.ClusterShell(spec.remote)
+    facts = slurm.probe(shell)
+    options = spec.slurm
+    for partition in (options.partition, options.worker_queue):
+        slurm.validate_job_options(facts, shell, partition)
+    if spec.tls:
+        raise StackError("--tls is not available for Slurm stacks yet", "use --login with the default SSH access instead")
+    local_docker = docker_tools.docker_client()
+    docker_tools.check_engine(local_docker)
+    tags = images.build_images(
+        local_docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
+    )
+    home_path = lambda path: path if path.startswith("/") else f"{facts.home}/{path[2:] if path.startswith('~/') else path}"
+    sifs = slurm.ensure_sifs(shell, tags, home_path(options.sif_dir), progress)
+    buffer_dir, database_dir = prepare_remote_dirs(shell.run, facts.home, str(shell), {
+        "buffer directory (--buffer-dir)": spec.buffer_dir, "database directory (--database-dir)": spec.database_dir,
+    }).values()
+    stack_dir = f"{facts.home}/.seamless/stacks/{spec.name}.slurm"
+    shell.run(f"mkdir -p {stack_dir}/workers && rm -f {stack_dir}/services.json")
+    shell.write(f"{stack_dir}/seamless_stack_node.py", (slurm.APPTAINER_DIR / "seamless_stack_node.py").read_bytes())
+    mode = "local" if options.local_workers else "adaptive"
+    deployment = Deployment(
+        name=spec.name, method="slurm", project=spec.project, ports={}, images=tags,
+        workers=options.local_workers or options.min_jobs, threads=spec.threads, bind="0.0.0.0",
+        buffer_dir=buffer_dir, database_dir=database_dir,
+        env_file=str(spec.env_file or stacks_dir() / f"{spec.name}.env"), uid=0, gid=0, host_name="",
+        ssh_destination=str(spec.remote) if spec.remote else None, access=spec.access,
+        slurm={"stack_dir": stack_dir, "sifs": sifs, "mode": mode, "login": str(shell)},
+    )
+    script = slurm.services_job_script(spec, deployment, sifs, stack_dir)
+    backend = SlurmBackend(deployment)
+    return deployment, backend, lambda: backend.start(script, spec.timeout, progress)
 
 
 def write_env_file(deployment: Deployment, connection: Connection | None = None) -> Path:
@@ -115,8 +167,7 @@ def write_env_file(deployment: Deployment, connection: Connection | None = None)
 
 def down(name: str, progress: Progress = lambda line: None) -> Deployment:
     deployment = state.load(name)
-    backend = ComposeBackend(deployment)
-    docker_tools.check_engine(backend.docker)
+    backend = backend_for(deployment)
     progress(f"stopping stack {name!r}")
     backend.down()
     Path(deployment.env_file).unlink(missing_ok=True)
@@ -131,7 +182,7 @@ def env(name: str, fmt: str = "shell") -> str:
 
 
 def logs(name: str, service: str | None = None, tail: int | None = None) -> str:
-    return ComposeBackend(state.load(name)).logs(service, tail)
+    return backend_for(state.load(name)).logs(service, tail)
 
 
 def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progress,
@@ -149,7 +200,7 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
     forwards = {service: (local[service], deployment.ports[service]) for service in SERVICES}
     destination = Destination.parse(deployment.ssh_destination)
     connection = deployment.connection(local_ports=local)
-    session = Tunnel(destination, forwards)
+    session = Tunnel(destination, forwards, deployment.tunnel_target)
     try:
         session.start()
         write_env_file(deployment, connection)
@@ -190,7 +241,7 @@ class StackStatus:
 
 def status(name: str) -> StackStatus:
     deployment = state.load(name)
-    backend = ComposeBackend(deployment)
+    backend = backend_for(deployment)
     try:
         with client_view(deployment) as view:
             answers = {wait.service: wait.check() for wait in backend.waits(view)}

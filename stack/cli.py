@@ -15,7 +15,7 @@ from . import __version__, api, images
 from .connection import FORMATS, render
 from .docker_tools import check_engine, docker_client
 from .errors import StackError
-from .spec import build_spec, parse_port_range
+from .spec import SlurmOptions, build_spec, parse_port_range
 
 DEFAULT_NAME = "default"
 
@@ -64,6 +64,32 @@ def _parser() -> argparse.ArgumentParser:
     _add_up_options(remote, "--bind", default=None,
                     help="with --direct: remote interface to publish on (default 0.0.0.0; clients then use the host name)")
 
+    slurm = methods.add_parser("slurm", help="Apptainer containers under Slurm: a services job, workers on demand")
+    slurm.add_argument("--login", help="USER@HOST[:PORT] of the login node, when running from a workstation (over SSH)")
+    slurm_access = slurm.add_mutually_exclusive_group()
+    slurm_access.add_argument("--ssh", dest="access", action="store_const", const="ssh",
+                              help="(default with --login) reach the services through `seamless-stack tunnel`")
+    slurm_access.add_argument("--direct", dest="access", action="store_const", const="direct",
+                              help="clients connect straight to the services node (default without --login)")
+    _add_up_options(slurm, "--bind", default="0.0.0.0", help=argparse.SUPPRESS)
+    jobs = slurm.add_argument_group("services job")
+    jobs.add_argument("--partition", help="partition of the services job (and of worker jobs, unless --worker-queue)")
+    jobs.add_argument("--account", help="account to charge")
+    jobs.add_argument("--time", default="72:00:00", help="walltime of the services job (default 72:00:00)")
+    jobs.add_argument("--cpus", type=int, default=3, help="cores of the services job (default 3)")
+    jobs.add_argument("--memory", default="4G", help="memory of the services job (default 4G)")
+    workers = slurm.add_argument_group("worker jobs (dask-jobqueue SLURMCluster, adaptive)")
+    workers.add_argument("--min-jobs", type=int, default=0, help="adaptive minimum of worker jobs (default 0)")
+    workers.add_argument("--max-jobs", type=int, default=4, help="adaptive maximum of worker jobs (default 4)")
+    workers.add_argument("--worker-memory", default="4GB", help="memory per worker job (default 4GB)")
+    workers.add_argument("--worker-walltime", default="01:00:00", help="walltime per worker job; --lifetime stays below it")
+    workers.add_argument("--worker-queue", help="partition of worker jobs (default: --partition)")
+    workers.add_argument("--job-extra", action="append", default=[], help="extra #SBATCH line for worker jobs (repeatable)")
+    workers.add_argument("--worker-tmpdir", default="${TMPDIR:-/tmp}", help="node-local scratch for workers")
+    workers.add_argument("--local-workers", type=int, default=0,
+                         help="single-node variant: N workers inside the services job, no worker jobs")
+    slurm.add_argument("--sif-dir", default="~/.seamless/sif", help="where the SIFs live on the cluster (default ~/.seamless/sif)")
+
     down = commands.add_parser("down", help="stop and remove a stack's containers (data stays)")
     _add_name(down)
 
@@ -98,7 +124,15 @@ def _parser() -> argparse.ArgumentParser:
 
 def _up(args) -> int:
     remote = {}
-    if args.method == "remote":
+    if args.method == "slurm":
+        access = args.access or ("ssh" if args.login else "direct")
+        remote = {"remote": args.login, "access": access, "slurm": SlurmOptions(
+            partition=args.partition, account=args.account, time=args.time, cpus=args.cpus, memory=args.memory,
+            min_jobs=args.min_jobs, max_jobs=args.max_jobs, worker_memory=args.worker_memory,
+            worker_walltime=args.worker_walltime, worker_queue=args.worker_queue, job_extra=tuple(args.job_extra),
+            worker_tmpdir=args.worker_tmpdir, local_workers=args.local_workers, sif_dir=args.sif_dir,
+        )}
+    elif args.method == "remote":
         access = args.access or "ssh"
         remote = {"remote": args.host, "access": access}
         if args.bind is None:
@@ -109,7 +143,7 @@ def _up(args) -> int:
         database_dir=args.database_dir, worker_requirements=args.worker_requirements,
         base_image=args.base_image, timeout=args.timeout, tls=args.tls, **remote,
     )
-    if spec.bind not in ("127.0.0.1", "::1"):
+    if spec.bind not in ("127.0.0.1", "::1") and spec.method != "slurm":
         where = f"{spec.remote.host}'s " if spec.remote else ""
         progress(f"WARNING: services are published on {where}{spec.bind} without authentication: "
                  "anyone who reaches that address can read and write your data (use --ssh to avoid this)")

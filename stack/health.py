@@ -73,6 +73,17 @@ class SeamlessWorkersWait:
         return ready >= self.count, detail
 
 
+def stack_waits(c, workers: int) -> list[Wait]:
+    """The gate for one stack, as a client with Connection c sees it."""
+    base = f"http://{c.host}"
+    return [
+        HttpWait("hashserver", f"{base}:{c.hashserver_port}/healthcheck", "OK"),
+        HttpWait("database", f"{base}:{c.database_port}/healthcheck", "OK"),
+        HttpWait("scheduler", f"{base}:{c.dashboard_port}/health", "ok"),
+        SeamlessWorkersWait("worker", f"{base}:{c.dashboard_port}/seamless-stack/ready", workers),
+    ]
+
+
 def wait_until_ready(
     waits: Sequence[Wait],
     *,

@@ -67,6 +67,23 @@ class LocalHost:
         return str(folder)
 
 
+def prepare_remote_dirs(run: Callable[[str], str], home: str, where: str, dirs: dict[str, str]) -> dict[str, str]:
+    """Create and check storage directories with a shell elsewhere; `~` and relative paths
+    are taken from that user's home. Returns what -> absolute path."""
+    problems = {"NOTDIR": "is not a directory", "NOMKDIR": "cannot be created", "NOWRITE": "is not writable"}
+    resolved = {}
+    for what, raw in dirs.items():
+        path = raw if raw.startswith("/") else f"{home}/{raw[2:] if raw.startswith('~/') else raw}"
+        script = (f'd={ssh._quote(path)}; [ -e "$d" ] && [ ! -d "$d" ] && {{ echo NOTDIR; exit 0; }}; '
+                  f'mkdir -p -- "$d" 2>/dev/null || {{ echo NOMKDIR; exit 0; }}; '
+                  f'[ -w "$d" ] && [ -x "$d" ] || {{ echo NOWRITE; exit 0; }}; cd -- "$d" && pwd -P')
+        answer = run(script).strip()
+        if answer in problems:
+            raise StackError(f"{what} {path} on {where} {problems[answer]}", f"choose another {what} there, or fix its permissions")
+        resolved[what] = answer
+    return resolved
+
+
 def listening_ports(proc_net_tcp: str) -> set[int]:
     """Ports in LISTEN state (0A) from /proc/net/tcp{,6} text: needs nothing on the remote but cat."""
     ports = set()
@@ -134,19 +151,7 @@ class SSHDockerHost:
     def prepare_dirs(self, dirs: dict[str, str]) -> dict[str, str]:
         """Create and check the directories *on the remote*: Compose would otherwise create
         missing bind-mount sources there silently, empty and owned by root."""
-        resolved = {}
-        for what, raw in dirs.items():
-            path = raw if raw.startswith("/") else f"{self.home}/{raw[2:] if raw.startswith('~/') else raw}"
-            script = f'd={ssh._quote(path)}; [ -e "$d" ] && [ ! -d "$d" ] && {{ echo "NOTDIR"; exit 0; }}; ' \
-                     f'mkdir -p -- "$d" 2>/dev/null || {{ echo "NOMKDIR"; exit 0; }}; ' \
-                     f'[ -w "$d" ] && [ -x "$d" ] || {{ echo "NOWRITE"; exit 0; }}; cd -- "$d" && pwd -P'
-            answer = ssh.run(self.destination, script).strip()
-            problems = {"NOTDIR": "is not a directory", "NOMKDIR": "cannot be created", "NOWRITE": "is not writable"}
-            if answer in problems:
-                raise StackError(f"{what} {path} on {self.destination} {problems[answer]}",
-                                 f"choose another {what} there, or fix its permissions")
-            resolved[what] = answer
-        return resolved
+        return prepare_remote_dirs(lambda script: ssh.run(self.destination, script), self.home, str(self.destination), dirs)
 
     def install_tls(self, folder: Path, name: str) -> str:
         """Copy the stack's certificate and key to the remote (mode 600), for its containers."""

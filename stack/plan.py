@@ -38,6 +38,13 @@ class Deployment:
     access: str = "direct"  # direct: clients reach the published ports; ssh: through tunnels
     tls_dir: str | None = None  # Dask TLS certificate: here, for clients...
     host_tls_dir: str | None = None  # ...and on the Docker host, for the containers
+    slurm: dict | None = None  # job_id, stack_dir, sifs, mode: what `down`/`status`/`logs` need
+
+    @property
+    def tunnel_target(self) -> str:
+        """Where SSH forwards end, as the SSH host sees it: its own loopback (remote Docker
+        host) or the node that runs the services (Slurm, through the login node)."""
+        return self.host_name if self.method == "slurm" else "127.0.0.1"
 
     def connection(self, local_ports: dict[str, int] | None = None) -> Connection:
         """Addresses for clients: the published ports, or tunnel ends on 127.0.0.1."""
@@ -54,7 +61,7 @@ class Deployment:
             scheduler_port=ports["scheduler"],
             dashboard_port=ports["dashboard"],
             seamless_workers=self.threads,
-            ssh_host=self.host_name,
+            ssh_host=(self.slurm or {}).get("node", self.host_name),
             ssh_ports=dict(self.ports),
             direct=self.access == "direct" or local_ports is not None,
             tls_dir=self.tls_dir,

@@ -31,6 +31,26 @@ def stacks_dir(environ: Mapping[str, str] = os.environ) -> Path:
 
 
 @dataclass(frozen=True)
+class SlurmOptions:
+    """The services job, and the worker jobs dask-jobqueue submits (or workers in the job)."""
+
+    partition: str | None = None
+    account: str | None = None
+    time: str = "72:00:00"  # services job walltime
+    cpus: int = 3
+    memory: str = "4G"
+    min_jobs: int = 0
+    max_jobs: int = 4
+    worker_memory: str = "4GB"
+    worker_walltime: str = "01:00:00"
+    worker_queue: str | None = None  # default: the services partition
+    job_extra: tuple[str, ...] = ()  # extra #SBATCH lines for worker jobs
+    worker_tmpdir: str = "${TMPDIR:-/tmp}"  # node-local scratch
+    local_workers: int = 0  # > 0: the single-node variant, workers inside the services job
+    sif_dir: str = "~/.seamless/sif"
+
+
+@dataclass(frozen=True)
 class StackSpec:
     name: str
     method: str = "local"
@@ -45,6 +65,7 @@ class StackSpec:
     remote: Destination | None = None  # the remote Docker host, for method "remote"
     access: str = "direct"  # direct | ssh
     tls: bool = False  # Dask TLS with a per-stack certificate
+    slurm: SlurmOptions | None = None
     worker_requirements: Path | None = None
     base_image: str | None = None
     timeout: float = 300.0
@@ -137,6 +158,7 @@ def build_spec(
     remote: str | None = None,
     access: str = "direct",
     tls: bool = False,
+    slurm: SlurmOptions | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> StackSpec:
     """Turn raw options plus the environment into a validated StackSpec (pure: no I/O).
@@ -146,7 +168,11 @@ def build_spec(
     home = seamless_home(environ)
     env_file = environ.get("ENVIRONMENT_OUTPUT_FILE")
     requirements = Path(worker_requirements).resolve() if worker_requirements else None
-    if method == "remote":
+    if method == "slurm":
+        destination = Destination.parse(remote) if remote else None
+        buffers, database = buffer_dir or "~/.seamless/buffers", database_dir or "~/.seamless/database"
+        slurm = validate_slurm(slurm or SlurmOptions())
+    elif method == "remote":
         destination = Destination.parse(remote or "")
         buffers, database = buffer_dir or "~/.seamless/buffers", database_dir or "~/.seamless/database"
         if access == "ssh" and bind != "127.0.0.1":
@@ -172,4 +198,23 @@ def build_spec(
         remote=destination,
         access=access,
         tls=tls,
+        slurm=slurm,
     )
+
+
+SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
+MEMORY = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B?)?$", re.I)
+
+
+def validate_slurm(options: SlurmOptions) -> SlurmOptions:
+    for value, what in ((options.time, "--time"), (options.worker_walltime, "--worker-walltime")):
+        if not SLURM_TIME.match(value):
+            raise StackError(f"{what} {value!r} is not a Slurm time", "write it as [D-]HH:MM:SS, e.g. 72:00:00")
+    for value, what in ((options.memory, "--memory"), (options.worker_memory, "--worker-memory")):
+        if not MEMORY.match(value):
+            raise StackError(f"{what} {value!r} is not a memory size", "write it like 4G or 2000M")
+    positive(options.cpus, "--cpus")
+    if options.min_jobs < 0 or options.max_jobs < max(1, options.min_jobs):
+        raise StackError(f"--min-jobs {options.min_jobs} / --max-jobs {options.max_jobs} make no range",
+                         "use 0 <= --min-jobs <= --max-jobs, with --max-jobs at least 1")
+    return options

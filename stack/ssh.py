@@ -94,12 +94,15 @@ def local_port_open(port: int) -> bool:
 
 
 class Tunnel:
-    """`ssh -N -L` forwards from local ports to the remote's loopback, as a context manager.
+    """`ssh -N -L` forwards from local ports, through the SSH host, as a context manager.
 
-    forwards: name -> (local_port, remote_port). Ready once every local port accepts.
+    forwards: name -> (local_port, target_port), to the SSH host's own 127.0.0.1, or to
+    target_host as the SSH host sees it (a compute node behind a login node).
+    Ready once every local port accepts.
     """
 
-    def __init__(self, destination: Destination, forwards: dict[str, tuple[int, int]]):
+    def __init__(self, destination: Destination, forwards: dict[str, tuple[int, int]], target_host: str = "127.0.0.1"):
+        self.target_host = target_host
         self.destination = destination
         self.forwards = forwards
         self.process: subprocess.Popen | None = None
@@ -107,7 +110,7 @@ class Tunnel:
     def command(self) -> list[str]:
         args = ["-N", "-o", "ExitOnForwardFailure=yes"]
         for local, remote in self.forwards.values():
-            args += ["-L", f"127.0.0.1:{local}:127.0.0.1:{remote}"]
+            args += ["-L", f"127.0.0.1:{local}:{self.target_host}:{remote}"]
         ssh = self.destination.ssh_args()
         return ssh[:-1] + args + ssh[-1:]
 

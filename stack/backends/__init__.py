@@ -1,5 +1,6 @@
 """Backends make a Deployment real. One per way of running containers."""
 
 from .compose import ComposeBackend
+from .slurm import SlurmBackend
 
-__all__ = ["ComposeBackend"]
+__all__ = ["ComposeBackend", "SlurmBackend"]

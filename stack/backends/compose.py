@@ -14,7 +14,7 @@ from python_on_whales import DockerClient, DockerException
 from .. import docker_tools
 from ..errors import StackError
 from ..connection import Connection
-from ..health import HttpWait, SeamlessWorkersWait, Wait
+from ..health import Wait, stack_waits
 from ..plan import Deployment
 from ..resources import compose_file
 from ..spec import stacks_dir
@@ -100,14 +100,7 @@ class ComposeBackend:
         )
 
     def waits(self, c: Connection) -> list[Wait]:
-        """Health checks as seen by a client with connection c."""
-        base = f"http://{c.host}"
-        return [
-            HttpWait("hashserver", f"{base}:{c.hashserver_port}/healthcheck", "OK"),
-            HttpWait("database", f"{base}:{c.database_port}/healthcheck", "OK"),
-            HttpWait("scheduler", f"{base}:{c.dashboard_port}/health", "ok"),
-            SeamlessWorkersWait("worker", f"{base}:{c.dashboard_port}/seamless-stack/ready", self.deployment.workers),
-        ]
+        return stack_waits(c, self.deployment.workers)
 
 
 def _tail(exc: DockerException, lines: int = 8) -> str:

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Host-side helper of the services job (Python standard library only: any cluster node has it).
+
+  seamless_stack_node.py ports 4 START END [P]  hashserver, database, scheduler, dashboard ports
+                                               free on this node (the scheduler's is P if given)
+  seamless_stack_node.py address               this node's address as other nodes reach it
+  seamless_stack_node.py relay SOCKET NAME     serve sbatch/scancel for the containerised scheduler
+
+The relay is how dask-jobqueue, running inside the scheduler container, submits worker jobs:
+the site's own sbatch/scancel run here, on the host, where they work. It only submits jobs
+named `NAME-worker` and cancels only jobs it submitted itself; on exit it cancels them all.
+"""
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import socketserver
+import subprocess
+import sys
+
+
+def free_ports(count: int, start: int, end: int) -> list[int]:
+    candidates = list(range(start, end + 1))
+    random.shuffle(candidates)
+    chosen = []
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+        chosen.append(port)
+        if len(chosen) == count:
+            return chosen
+    sys.exit(f"only {len(chosen)} free ports in {start}-{end} on {socket.gethostname()}, {count} needed")
+
+
+def node_address() -> str:
+    """The address of the interface that routes to the Slurm controller (what other nodes reach)."""
+    controller = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True).stdout
+    match = re.search(r"^SlurmctldHost\[0\]\s*=\s*([^\s(]+)", controller, re.M)
+    target = match.group(1) if match else "8.8.8.8"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            sock.connect((socket.gethostbyname(target), 6817))
+            return sock.getsockname()[0]
+        except OSError:
+            return socket.gethostbyname(socket.gethostname())
+
+
+class Relay(socketserver.ThreadingUnixStreamServer):
+    daemon_threads = True
+
+    def __init__(self, path: str, name: str):
+        self.job_name = f"{name}-worker"
+        self.submitted: set[str] = set()
+        super().__init__(path, RelayHandler)
+
+
+class RelayHandler(socketserver.StreamRequestHandler):
+    def handle(self):
+        request = json.loads(self.rfile.readline())
+        server: Relay = self.server
+        if request.get("command") == "sbatch":
+            script = request["script"]
+            # Name the job, whatever the script says, so `down` and the relay can find it.
+            result = subprocess.run(["sbatch", "--job-name", server.job_name], input=script, capture_output=True, text=True)
+            job = re.search(r"(\d+)", result.stdout)
+            if result.returncode == 0 and job:
+                server.submitted.add(job.group(1))
+        elif request.get("command") == "scancel" and str(request.get("job_id")) in server.submitted:
+            result = subprocess.run(["scancel", str(request["job_id"])], capture_output=True, text=True)
+            server.submitted.discard(str(request["job_id"]))
+        else:
+            result = subprocess.CompletedProcess([], 1, "", f"refused: {request.get('command')!r}")
+        answer = {"code": result.returncode, "stdout": result.stdout, "stderr": result.stderr}
+        self.wfile.write(json.dumps(answer).encode() + b"\n")
+
+
+def relay(path: str, name: str) -> None:
+    if os.path.exists(path):
+        os.unlink(path)
+    server = Relay(path, name)
+    os.chmod(path, 0o600)
+
+    def stop(*_):
+        if server.submitted:
+            subprocess.run(["scancel", *sorted(server.submitted)], capture_output=True)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    server.serve_forever()
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    if command == "ports":
+        count, start, end = int(args[0]), int(args[1]), int(args[2])
+        fixed = int(args[3]) if len(args) > 3 and args[3] else None
+        if fixed is None:
+            ports = free_ports(count, start, end)
+        else:
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("0.0.0.0", fixed))
+                except OSError:
+                    sys.exit(f"scheduler port {fixed} is in use on {socket.gethostname()}")
+            ports = [p for p in free_ports(count, start, end) if p != fixed][: count - 1]
+            ports.insert(2, fixed)
+        print(" ".join(map(str, ports)))
+    elif command == "address":
+        print(node_address())
+    elif command == "relay":
+        relay(args[0], args[1])
+    else:
+        sys.exit(f"unknown command {command!r}")
