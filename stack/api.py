@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,13 +129,17 @@ def _prepare_slurm(spec: StackSpec, progress: Progress):
         slurm.validate_job_options(facts, shell, partition)
     if spec.tls:
         raise StackError("--tls is not available for Slurm stacks yet", "use --login with the default SSH access instead")
-    local_docker = docker_tools.docker_client()
-    docker_tools.check_engine(local_docker)
-    tags = images.build_images(
-        local_docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
-    )
     home_path = lambda path: path if path.startswith("/") else f"{facts.home}/{path[2:] if path.startswith('~/') else path}"
-    sifs = slurm.ensure_sifs(shell, tags, home_path(options.sif_dir), progress)
+    sif_dir = home_path(options.sif_dir)
+    if shutil.which("docker") is None:  # e.g. on the login node itself: use the SIFs there
+        tags, sifs = {}, slurm.current_sifs(shell, sif_dir)
+    else:
+        local_docker = docker_tools.docker_client()
+        docker_tools.check_engine(local_docker)
+        tags = images.build_images(
+            local_docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
+        )
+        sifs = slurm.ensure_sifs(shell, tags, sif_dir, progress)
     buffer_dir, database_dir = prepare_remote_dirs(shell.run, facts.home, str(shell), {
         "buffer directory (--buffer-dir)": spec.buffer_dir, "database directory (--database-dir)": spec.database_dir,
     }).values()

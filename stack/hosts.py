@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,31 +178,13 @@ class SSHDockerHost:
         progress(f"copied {sent / 1e6:.0f} MB in {seconds:.1f}s ({sent / 1e6 / max(seconds, 0.001):.0f} MB/s)")
 
 
-def copy_images(tags: list[str], destination: ssh.Destination, progress: Progress, chunk: int = 1 << 20) -> int:
-    """Stream `docker save` into `ssh docker load`, reporting megabytes as they go. Returns bytes sent."""
-    save = subprocess.Popen([docker_tools.docker_binary(), "save", *tags], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    load = subprocess.Popen(destination.ssh_args() + ["docker", "load", "--quiet"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    sent, reported = 0, time.monotonic()
+def copy_images(tags: list[str], destination: ssh.Destination, progress: Progress) -> int:
+    """`docker save TAGS | ssh docker load`: shared layers travel once. Returns bytes sent."""
     try:
-        while True:
-            data = save.stdout.read(chunk)
-            if not data:
-                break
-            load.stdin.write(data)
-            sent += len(data)
-            if time.monotonic() - reported > 2:
-                progress(f"  {sent / 1e6:.0f} MB sent")
-                reported = time.monotonic()
-        load.stdin.close()
-    except BrokenPipeError:
-        pass
-    save.wait()
-    load_err = load.communicate()[1].decode(errors="replace")
-    if save.returncode != 0:
-        raise StackError(f"docker save failed: {save.stderr.read().decode(errors='replace').strip()}")
-    if load.returncode == 255:
-        raise ssh.explain_ssh_failure(destination, load_err)
-    if load.returncode != 0:
-        raise StackError(f"docker load on {destination} failed: {load_err.strip()}", "check disk space and Docker there")
+        sent, _ = ssh.stream([docker_tools.docker_binary(), "save", *tags],
+                             destination.ssh_args() + ["docker", "load", "--quiet"], progress)
+    except ssh.RemoteCommandFailed as exc:
+        if exc.code == 255:
+            raise ssh.explain_ssh_failure(destination, exc.stderr) from None
+        raise StackError(f"docker load on {destination} failed: {exc.stderr}", "check disk space and Docker there") from None
     return sent

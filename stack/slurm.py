@@ -49,21 +49,10 @@ class ClusterShell:
         """Pipe a local command's output into a file on the cluster; return the bytes sent."""
         cat = f"cat > {ssh._quote(path)}"
         writer = self.login.ssh_args() + ["sh", "-c", ssh._quote(cat)] if self.login else ["sh", "-c", cat]
-        producer = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        consumer = subprocess.Popen(writer, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
-        sent, reported = 0, time.monotonic()
-        for chunk in iter(lambda: producer.stdout.read(1 << 20), b""):
-            consumer.stdin.write(chunk)
-            sent += len(chunk)
-            if time.monotonic() - reported > 3:
-                progress(f"  {sent / 1e6:.0f} MB sent")
-                reported = time.monotonic()
-        consumer.stdin.close()
-        producer.wait()
-        error = consumer.communicate()[1].decode(errors="replace")
-        if producer.returncode != 0 or consumer.returncode != 0:
-            raise StackError(f"copying to {self} failed: {error.strip() or producer.stderr.read().decode()}")
-        return sent
+        try:
+            return ssh.stream(command, writer, progress)[0]
+        except ssh.RemoteCommandFailed as exc:
+            raise StackError(f"copying to {path} on {self} failed: {exc.stderr}", "check disk space there") from None
 
 
 @dataclass
@@ -94,12 +83,23 @@ def sif_name(tag: str) -> str:
     return f"{repository.rsplit('/', 1)[-1]}-{digest}.sif"
 
 
+def current_sifs(shell: ClusterShell, sif_dir: str) -> dict[str, str]:
+    """Without Docker here: the SIFs last built into sif_dir (its <role>.sif links)."""
+    roles = ("hashserver", "database", "scheduler", "worker")
+    found = shell.run(" ".join(f"[ -f {sif_dir}/{r}.sif ] && echo {r};" for r in roles) + " true").split()
+    missing = [r for r in roles[:3] if r not in found]
+    if missing:
+        raise StackError(f"no SIF for {', '.join(missing)} in {sif_dir} on {shell}, and no Docker here to build one",
+                         "run `seamless-stack up slurm --login ...` once from a machine with Docker, or copy the SIFs there")
+    return {r: f"{sif_dir}/{r if r in found else 'scheduler'}.sif" for r in roles}
+
+
 def ensure_sifs(shell: ClusterShell, tags: dict[str, str], sif_dir: str, progress: Progress) -> dict[str, str]:
     """The SIF of every image, on the cluster; built from our images only where missing.
 
     The worker and scheduler images differ only in their start command, so worker jobs run
     the scheduler's SIF (with dask-jobqueue's worker command) unless the worker image is
-    a derived one with the user's libraries.
+    a derived one with the user's libraries. <role>.sif links name the newest SIFs.
     """
     wanted = {role: tag for role, tag in tags.items() if role != "worker" or "worker-custom" in tag}
     paths = {role: f"{sif_dir}/{sif_name(tag)}" for role, tag in wanted.items()}
@@ -120,6 +120,7 @@ def ensure_sifs(shell: ClusterShell, tags: dict[str, str], sif_dir: str, progres
                       timeout=1800)
         except ssh.RemoteCommandFailed as exc:
             raise StackError(f"apptainer build of {path} failed on {shell}: {exc.stderr[-500:]}") from None
+    shell.run(" ".join(f"ln -sfn {Path(p).name} {sif_dir}/{r}.sif;" for r, p in paths.items()))
     paths.setdefault("worker", paths["scheduler"])
     return paths
 
@@ -134,7 +135,7 @@ def submit(shell: ClusterShell, script: str) -> str:
 
 def jobs(shell: ClusterShell, names: Iterable[str]) -> list[dict]:
     """Our jobs (by name) in squeue: id, name, state, node or reason."""
-    out = shell.run(f"squeue -h --me -n {','.join(names)} -o '%i|%j|%T|%N|%R'")
+    out = shell.run(f"squeue -h -u \"$(id -un)\" -n {','.join(names)} -o '%i|%j|%T|%N|%R'")
     rows = []
     for line in out.splitlines():
         job_id, name, state, node, reason = (line.split("|") + [""] * 5)[:5]
@@ -146,7 +147,9 @@ def cancel(shell: ClusterShell, names: Iterable[str], job_ids: Iterable[str] = (
     """Cancel by name (every job of this stack) and id; then wait until squeue has none."""
     names = list(names)
     ids = " ".join(job_ids)
-    shell.run(f"scancel --me -n {','.join(names)} {ids} 2>/dev/null; true")
+    # scancel takes one --name at a time
+    by_name = " ".join(f'scancel -u "$(id -un)" -n {n} 2>/dev/null;' for n in names)
+    shell.run(f"{by_name} {'scancel ' + ids + ' 2>/dev/null;' if ids else ''} true")
     deadline = time.monotonic() + 60
     while jobs(shell, names) and time.monotonic() < deadline:
         time.sleep(1)

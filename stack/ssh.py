@@ -87,6 +87,32 @@ def _quote(script: str) -> str:
     return "'" + script.replace("'", "'\"'\"'") + "'"
 
 
+def stream(producer: list[str], consumer: list[str], progress, chunk: int = 1 << 20) -> tuple[int, str]:
+    """Pipe producer's stdout into consumer (e.g. docker save -> ssh docker load), reporting
+    megabytes as they go. Returns (bytes sent, consumer's stderr); raises when either fails."""
+    source = subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    sink = subprocess.Popen(consumer, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sent, reported = 0, time.monotonic()
+    try:
+        for data in iter(lambda: source.stdout.read(chunk), b""):
+            sink.stdin.write(data)
+            sent += len(data)
+            if time.monotonic() - reported > 3:
+                progress(f"  {sent / 1e6:.0f} MB sent")
+                reported = time.monotonic()
+        sink.stdin.close()
+    except BrokenPipeError:
+        source.kill()
+    source.wait()
+    sink_error = sink.stderr.read().decode(errors="replace")
+    sink.wait()
+    if source.returncode != 0:
+        raise StackError(f"{producer[0]} {producer[1]} failed: {source.stderr.read().decode(errors='replace').strip()}")
+    if sink.returncode != 0:
+        raise RemoteCommandFailed(sink.returncode, sink_error.strip())
+    return sent, sink_error
+
+
 def local_port_open(port: int) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)

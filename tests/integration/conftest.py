@@ -52,6 +52,18 @@ class Cli:
             raise AssertionError(f"seamless-stack {' '.join(args)} failed ({result.returncode}):\n{result.stderr}")
         return result
 
+    def use_ssh_key(self, key: Path, folder: Path) -> None:
+        """An `ssh` first on PATH with a config for a test bed's key, as ~/.ssh/config would
+        be (ssh takes ~ from the password database, not $HOME, so HOME cannot do this)."""
+        folder.mkdir(exist_ok=True)
+        config = folder / "config"
+        config.write_text(f"Host *\n  IdentityFile {key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
+                          "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
+        wrapper = folder / "ssh"
+        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
+        wrapper.chmod(0o755)
+        self.path_prefix = str(folder)
+
     def new_name(self) -> str:
         name = "t" + uuid.uuid4().hex[:8]
         self.names.append(name)

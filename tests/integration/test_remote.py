@@ -35,12 +35,7 @@ def remote(docker_engine):
 @pytest.fixture
 def rcli(cli, remote, tmp_path):
     """The CLI with an `ssh` that knows the bed's key (as a user's ~/.ssh/config would)."""
-    bin_dir = tmp_path / "ssh-bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "ssh"
-    wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {remote.ssh_config_path} "$@"\n')
-    wrapper.chmod(0o755)
-    cli.path_prefix = str(bin_dir)
+    cli.use_ssh_key(remote.key_path, tmp_path / "ssh-bin")
     yield cli
     for name in cli.names:
         cli.run("down", "--name", name)

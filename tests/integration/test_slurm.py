@@ -1,0 +1,176 @@
+"""`up slurm` against a real Slurm + Apptainer cluster made of containers.
+
+The host acts as the workstation: `up slurm --login` builds the SIFs on the login node
+from our images, submits the services job, and dask-jobqueue (inside the scheduler
+container, through the host-side relay) launches worker jobs on demand. A real Seamless
+client reaches the services through `seamless-stack tunnel`, or directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from testbeds.slurm_cluster import SlurmCluster
+
+from .conftest import CLI
+
+JOB_OPTIONS = ["--partition", "main", "--cpus", "1", "--memory", "600M", "--time", "02:00:00",
+               "--threads", "1", "--worker-memory", "600MB", "--worker-walltime", "00:30:00", "--timeout", "900"]
+
+
+@pytest.fixture(scope="module")
+def cluster(docker_engine):
+    with SlurmCluster(name="seamless-stack-test-slurm", compute_nodes=2) as c:
+        yield c
+
+
+@pytest.fixture
+def scli(cli, cluster, tmp_path):
+    cli.use_ssh_key(cluster.key_path, tmp_path / "ssh-bin")
+    yield cli
+    for name in cli.names:
+        cli.run("down", "--name", name)
+    assert our_jobs(cluster) == [], "nothing left in squeue"
+
+
+def our_jobs(cluster) -> list[str]:
+    out = cluster.ssh("squeue -h -o '%i|%j|%T|%N'").stdout
+    return [line for line in out.splitlines() if "|seamless-" in line]
+
+
+def worker_jobs(cluster, name) -> list[str]:
+    return [line for line in our_jobs(cluster) if f"seamless-{name}-worker" in line]
+
+
+def services_node(cli, name) -> str:
+    record = json.loads((cli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
+    return record["slurm"]["node"]
+
+
+class TunnelProcess:
+    """`seamless-stack tunnel` in the background, as a user would leave it running."""
+
+    def __init__(self, cli, name):
+        self.process = subprocess.Popen([str(CLI), "tunnel", "--name", name, "--format", "json"], env=cli.env(),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        while not lines or not lines[-1].startswith("}"):
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError(f"tunnel ended: {self.process.stderr.read()}")
+            lines.append(line)
+        self.variables = json.loads("".join(lines))
+
+    def close(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=30)
+
+
+def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
+    name = scli.new_name()
+    up = scli.up(name, "--login", cluster.destination, "--max-jobs", "3", *JOB_OPTIONS, method="slurm", timeout=1800)
+    assert up.returncode == 0, up.stderr
+    env_file = scli.env_file(name)
+    assert "SEAMLESS_SSH_DASK_SCHEDULER_HOST" in env_file.read_text()
+    assert worker_jobs(cluster, name) == [], "adaptive from zero worker jobs"
+    node = services_node(scli, name)
+
+    tunnel = TunnelProcess(scli, name)
+    try:
+        marker = uuid.uuid4().hex
+        run = client.run(env_file, "seamless-run", f"echo {marker}; hostname", timeout=600)
+        assert run.returncode == 0, run.stderr
+        computed_on = run.stdout.split()[1]
+        assert computed_on in cluster.compute_nodes and computed_on != node, "a worker job on another node"
+        checksum = hashlib.sha256(run.stdout.encode()).hexdigest()
+        home = Path(cluster.home_path) / cluster.user
+        assert (home / ".seamless" / "buffers" / checksum[:2] / checksum).is_file()
+        assert (home / ".seamless" / "database" / "seamless.db").is_file()
+
+        # a burst: adaptive scaling goes to >= 2 worker jobs, then back to 0 when idle
+        burst = [subprocess.Popen(["bash", "-c", f'source "$1"; exec seamless-run "sleep 20; echo {marker}-{i}"', "-", str(env_file)],
+                                  env={"PATH": f"{client.venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
+        most = 0
+        while any(p.poll() is None for p in burst):
+            most = max(most, len(worker_jobs(cluster, name)))
+            time.sleep(2)
+        outputs = [p.stdout.read().strip() for p in burst]
+        assert outputs == [f"{marker}-{i}" for i in range(6)], [p.stderr.read()[-500:] for p in burst]
+        assert most >= 2, f"adaptive scaling reached only {most} worker job(s)"
+        deadline = time.monotonic() + 180
+        while worker_jobs(cluster, name) and time.monotonic() < deadline:
+            time.sleep(3)
+        assert worker_jobs(cluster, name) == [], "idle: back to zero worker jobs"
+    finally:
+        assert tunnel.close() == 0
+
+    status = scli.run("status", "--name", name)
+    assert status.returncode == 0 and "services" in status.stdout, status.stdout
+    assert scli.run("down", "--name", name).returncode == 0
+    assert our_jobs(cluster) == []
+
+    # up again: the earlier result comes from the database
+    again = scli.up(name, "--login", cluster.destination, *JOB_OPTIONS, method="slurm", timeout=1800)
+    assert again.returncode == 0, again.stderr
+    tunnel = TunnelProcess(scli, name)
+    try:
+        rerun = client.run(env_file, "seamless-run", f"echo {marker}; hostname", timeout=300)
+        assert rerun.stdout == run.stdout
+    finally:
+        tunnel.close()
+
+
+def test_slurm_direct_single_node(scli, client, cluster):
+    name = scli.new_name()
+    up = scli.up(name, "--login", cluster.destination, "--direct", "--local-workers", "1", *JOB_OPTIONS,
+                 method="slurm", timeout=1800)
+    assert up.returncode == 0, up.stderr
+    values = json.loads(scli.run("env", "--name", name, "--format", "json").stdout)
+    node = services_node(scli, name)
+    assert values["SEAMLESS_SSH_DASK_SCHEDULER_HOST"] == node
+    assert not values["SEAMLESS_DATABASE_IP"].startswith("127."), "direct: the services node's address"
+    run = client.run(scli.env_file(name), "seamless-run", "echo direct; hostname", timeout=300)
+    assert run.returncode == 0 and run.stdout.split() == ["direct", node], run.stderr
+    assert worker_jobs(cluster, name) == [], "single node: the workers live in the services job"
+
+
+def _fails(result, *texts):
+    errors = [line for line in result.stderr.splitlines() if line.startswith("seamless-stack: error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    for text in texts:
+        assert text in errors[0], errors[0]
+
+
+def test_slurm_bad_input(scli, cluster):
+    name = scli.new_name()
+    login = ["--login", cluster.destination]
+    _fails(scli.up(name, *login, "--partition", "nope", method="slurm"), "partition 'nope' does not exist", "main")
+    _fails(scli.up(name, *login, "--worker-walltime", "soon", method="slurm"), "is not a Slurm time")
+    cluster.exec(cluster.controller, "mv /usr/bin/apptainer /usr/bin/apptainer.off")
+    try:
+        _fails(scli.up(name, *login, method="slurm"), "apptainer not found on")
+    finally:
+        cluster.exec(cluster.controller, "mv /usr/bin/apptainer.off /usr/bin/apptainer")
+    cluster.exec(cluster.controller, "mv /usr/bin/sbatch /usr/bin/sbatch.off")
+    try:
+        _fails(scli.up(name, *login, method="slurm"), "sbatch not found on")
+    finally:
+        cluster.exec(cluster.controller, "mv /usr/bin/sbatch.off /usr/bin/sbatch")
+    # no Docker here and no SIF in that folder there
+    no_docker = scli.env(PATH=f"{scli.path_prefix}:/usr/bin:/bin")
+    no_docker["PATH"] = ":".join(p for p in no_docker["PATH"].split(":") if not Path(p, "docker").exists())
+    _fails(scli.run("up", "slurm", "--name", name, *login, "--sif-dir", "empty-sifs", env=no_docker), "no SIF for")
+    # a port range too small on the node: the job says so, is cancelled, nothing stays queued
+    busy = scli.up(name, *login, *JOB_OPTIONS, "--port-range", "61000-61002", method="slurm", timeout=1800)
+    _fails(busy)
+    assert "only 3 free ports" in busy.stderr or "ended before its services started" in busy.stderr
+    assert our_jobs(cluster) == []
