@@ -46,7 +46,8 @@ class SlurmBackend:
             if services and services.get("job_id") == job_id:
                 break
             rows = [row for row in slurm.jobs(self.shell, self.job_names[:1]) if row["id"] == job_id]
-            state = f"{rows[0]['state']} ({rows[0]['reason']})" if rows else "ended"
+            reason = rows[0]["reason"].strip("()") if rows else ""
+            state = (rows[0]["state"] + (f" ({reason})" if reason and reason != "None" else "")) if rows else "ended"
             if not rows:
                 raise ServiceFailed("services", f"services job {job_id} ended before its services started")
             if state != last:
