@@ -44,8 +44,10 @@ if [ "$SS_MODE" = adaptive ]; then
     (cd "$SS_STACK_DIR/workers" && exec python3 "$node_helper" relay "$run_dir/relay.sock" "$SS_NAME") &
     pids+=($!)
     for _ in $(seq 50); do [ -S "$run_dir/relay.sock" ] && break; sleep 0.1; done
+    # A file, not a variable: Apptainer would expand the $TMPDIR in it inside the container.
+    printf '%s\n' "$SS_JOBQUEUE" > "$run_dir/jobqueue.json"
     APPTAINERENV_SEAMLESS_STACK_RELAY=/relay/relay.sock \
-    APPTAINERENV_SEAMLESS_STACK_JOBQUEUE=$SS_JOBQUEUE \
+    APPTAINERENV_SEAMLESS_STACK_JOBQUEUE=/relay/jobqueue.json \
     APPTAINERENV_SEAMLESS_STACK_NODE_ADDRESS=$address \
         apptainer exec --cleanenv --bind "$run_dir:/relay" "$SS_SIF_SCHEDULER" \
         python3 /opt/seamless-stack/seamless_stack_slurm.py &

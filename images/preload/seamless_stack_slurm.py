@@ -9,7 +9,7 @@ the two calls to Slurm swapped for the relay.
 
 Environment:
   SEAMLESS_STACK_RELAY       the relay's socket
-  SEAMLESS_STACK_JOBQUEUE    JSON: SLURMCluster keyword arguments plus
+  SEAMLESS_STACK_JOBQUEUE    a JSON file: SLURMCluster keyword arguments plus
                              {"adapt": {"minimum_jobs": m, "maximum_jobs": n}}
   SEAMLESS_STACK_NODE_ADDRESS the services node's address, as workers on other nodes reach it
   SERVICE_PORT, DASHBOARD_PORT, and the preload's variables (seamless_stack_preload.py).
@@ -58,7 +58,8 @@ class RelayedSLURMJob(SLURMJob):
 
 
 async def main():
-    options = json.loads(os.environ["SEAMLESS_STACK_JOBQUEUE"])
+    with open(os.environ["SEAMLESS_STACK_JOBQUEUE"]) as f:
+        options = json.load(f)
     adapt = options.pop("adapt")
     cluster = await SLURMCluster(
         job_cls=RelayedSLURMJob,

@@ -22,7 +22,8 @@ from testbeds.slurm_cluster import SlurmCluster
 
 from .conftest import CLI
 
-JOB_OPTIONS = ["--partition", "main", "--cpus", "1", "--memory", "600M", "--time", "02:00:00",
+# The services job takes a whole (2-core) node, so worker jobs land on the other one.
+JOB_OPTIONS = ["--partition", "main", "--cpus", "2", "--memory", "600M", "--time", "02:00:00",
                "--threads", "1", "--worker-memory", "600MB", "--worker-walltime", "00:30:00", "--timeout", "900"]
 
 
