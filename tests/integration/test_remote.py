@@ -27,7 +27,7 @@ from .conftest import CLI
 def remote(docker_engine):
     with RemoteHost(name="seamless-stack-test-remote") as host:
         # a second login with the same key, outside the docker group
-        host.exec("useradd --create-home nodocker && install -d -m 700 -o nodocker /home/nodocker/.ssh && "
+        host.exec("useradd --create-home nodocker && usermod -p '*' nodocker && install -d -m 700 -o nodocker /home/nodocker/.ssh && "
                   "install -m 600 -o nodocker /home/seamless/.ssh/authorized_keys /home/nodocker/.ssh/")
         yield host
 
