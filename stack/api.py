@@ -19,7 +19,7 @@ from .backends import ComposeBackend, SlurmBackend
 from .connection import Connection, render
 from .errors import StackError
 from .health import ServiceFailed, wait_until_ready
-from .hosts import LocalHost, SSHDockerHost, prepare_remote_dirs
+from .hosts import LocalHost, SSHDockerHost, prepare_remote_dirs, remote_path
 from .plan import Deployment, make_plan
 from .ports import allocate_ports, port_is_free
 from .spec import DEFAULT_PORT_RANGE, SERVICES, StackSpec, stacks_dir
@@ -126,11 +126,8 @@ def _prepare_slurm(spec: StackSpec, progress: Progress):
     facts = slurm.probe(shell)
     options = spec.slurm
     for partition in (options.partition, options.worker_queue):
-        slurm.validate_job_options(facts, shell, partition)
-    if spec.tls:
-        raise StackError("--tls is not available for Slurm stacks yet", "use --login with the default SSH access instead")
-    home_path = lambda path: path if path.startswith("/") else f"{facts.home}/{path[2:] if path.startswith('~/') else path}"
-    sif_dir = home_path(options.sif_dir)
+        slurm.check_partition(facts, shell, partition)
+    sif_dir = remote_path(options.sif_dir, facts.home)
     if shutil.which("docker") is None:  # e.g. on the login node itself: use the SIFs there
         tags, sifs = {}, slurm.current_sifs(shell, sif_dir)
     else:

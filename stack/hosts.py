@@ -66,13 +66,18 @@ class LocalHost:
         return str(folder)
 
 
+def remote_path(raw: str, home: str) -> str:
+    """A path as given for another machine: `~/x` and relative paths are in that user's home."""
+    return raw if raw.startswith("/") else f"{home}/{raw[2:] if raw.startswith('~/') else raw}"
+
+
 def prepare_remote_dirs(run: Callable[[str], str], home: str, where: str, dirs: dict[str, str]) -> dict[str, str]:
     """Create and check storage directories with a shell elsewhere; `~` and relative paths
     are taken from that user's home. Returns what -> absolute path."""
     problems = {"NOTDIR": "is not a directory", "NOMKDIR": "cannot be created", "NOWRITE": "is not writable"}
     resolved = {}
     for what, raw in dirs.items():
-        path = raw if raw.startswith("/") else f"{home}/{raw[2:] if raw.startswith('~/') else raw}"
+        path = remote_path(raw, home)
         script = (f'd={ssh._quote(path)}; [ -e "$d" ] && [ ! -d "$d" ] && {{ echo NOTDIR; exit 0; }}; '
                   f'mkdir -p -- "$d" 2>/dev/null || {{ echo NOMKDIR; exit 0; }}; '
                   f'[ -w "$d" ] && [ -x "$d" ] || {{ echo NOWRITE; exit 0; }}; cd -- "$d" && pwd -P')

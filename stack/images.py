@@ -184,7 +184,3 @@ def build_images(
                 tags=[tags["worker"]], build_args={"WORKER_IMAGE": standard["worker"]},
             )
     return tags
-
-
-def image_sizes(docker: DockerClient, tags: dict[str, str]) -> dict[str, int]:
-    return {role: docker.image.inspect(tag).size for role, tag in tags.items()}

@@ -58,14 +58,13 @@ class ClusterShell:
 @dataclass
 class ClusterFacts:
     home: str
-    user: str
     partitions: list[str]
 
 
 def probe(shell: ClusterShell) -> ClusterFacts:
     """One round trip: the tools we need, who we are, which partitions exist."""
     script = " ".join(f"command -v {tool} >/dev/null 2>&1 || echo MISSING {tool};" for tool in TOOLS)
-    script += ' echo "HOME $HOME"; echo "USER $(id -un)"; echo "PARTITIONS $(sinfo -h -o %R 2>/dev/null | tr "\\n" " ")"'
+    script += ' echo "HOME $HOME"; echo "PARTITIONS $(sinfo -h -o %R 2>/dev/null | tr "\\n" " ")"'
     out = shell.run(script)
     missing = [line.split()[1] for line in out.splitlines() if line.startswith("MISSING")]
     if missing:
@@ -74,7 +73,7 @@ def probe(shell: ClusterShell) -> ClusterFacts:
         fix = next((hint[m] for m in missing if m in hint), "run on a Slurm login node, or pass --login USER@LOGIN-NODE")
         raise StackError(f"{what} not found on {shell}", fix)
     values = {line.split(" ", 1)[0]: line.split(" ", 1)[1] if " " in line else "" for line in out.splitlines()}
-    return ClusterFacts(home=values["HOME"], user=values["USER"], partitions=values["PARTITIONS"].split())
+    return ClusterFacts(home=values["HOME"], partitions=values["PARTITIONS"].split())
 
 
 def sif_name(tag: str) -> str:
@@ -183,7 +182,7 @@ def read_services(shell: ClusterShell, stack_dir: str) -> dict | None:
     return json.loads(out) if out else None
 
 
-def validate_job_options(facts: ClusterFacts, shell: ClusterShell, partition: str | None) -> None:
+def check_partition(facts: ClusterFacts, shell: ClusterShell, partition: str | None) -> None:
     if partition and partition not in facts.partitions:
         raise StackError(f"partition {partition!r} does not exist on {shell} (there: {', '.join(facts.partitions) or 'none'})",
                          "pick one of those with --partition")
@@ -242,8 +241,3 @@ def services_job_script(spec, deployment, sifs: dict[str, str], stack_dir: str) 
     }
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in variables.items())
     return header + exports + (APPTAINER_DIR / "services-job.sh").read_text()
-
-
-def tail_file(shell: ClusterShell, path: str, lines: int = 25) -> str:
-    return shell.run(f"tail -n {lines} {ssh._quote(path)} 2>/dev/null; true")
-

@@ -172,6 +172,8 @@ def build_spec(
         destination = Destination.parse(remote) if remote else None
         buffers, database = buffer_dir or "~/.seamless/buffers", database_dir or "~/.seamless/database"
         slurm = validate_slurm(slurm or SlurmOptions())
+        if tls:
+            raise StackError("--tls is not available for Slurm stacks", "reach them over SSH (--login, the default access) instead")
     elif method == "remote":
         destination = Destination.parse(remote or "")
         buffers, database = buffer_dir or "~/.seamless/buffers", database_dir or "~/.seamless/database"

@@ -1,0 +1,96 @@
+"""Pure logic of the remote and Slurm methods: parsing, paths, job scripts, environment sections."""
+
+import json
+
+import pytest
+
+from seamless_stack.hosts import listening_ports, remote_path
+from seamless_stack.plan import Deployment
+from seamless_stack.slurm import lifetimes, services_job_script, sif_name, walltime_seconds
+from seamless_stack.spec import SlurmOptions, build_spec
+from seamless_stack.ssh import Destination, Tunnel
+
+PROC_NET_TCP = """  sl  local_address rem_address   st tx_queue rx_queue
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000000 00:00000000 00000000
+   1: 00000000:EA61 00000000:0000 0A 00000000:00000000 00:00000000 00000000
+   2: 0100007F:D431 0100007F:1F90 01 00000000:00000000 00:00000000 00000000
+"""
+
+
+def test_listening_ports_from_proc_net_tcp():
+    assert listening_ports(PROC_NET_TCP) == {8080, 60001}
+
+
+def test_remote_paths_are_in_the_remote_home():
+    assert remote_path("~/.seamless/buffers", "/home/a") == "/home/a/.seamless/buffers"
+    assert remote_path("data/b", "/home/a") == "/home/a/data/b"
+    assert remote_path("/scratch/b", "/home/a") == "/scratch/b"
+
+
+def test_destination_and_tunnel_command():
+    d = Destination.parse("alice@login.hpc:2222")
+    assert d.ssh_args()[-1] == "alice@login.hpc" and "2222" in d.ssh_args()
+    command = Tunnel(d, {"scheduler": (8786, 60003)}, "10.0.0.7").command()
+    assert "127.0.0.1:8786:10.0.0.7:60003" in command and command[-1] == "alice@login.hpc"
+    assert "ExitOnForwardFailure=yes" in command
+
+
+@pytest.mark.parametrize("text, seconds", [("72:00:00", 259200), ("1-00:00:00", 86400), ("30", 1800), ("05:00", 300)])
+def test_walltime(text, seconds):
+    assert walltime_seconds(text) == seconds
+
+
+def test_worker_lifetime_stays_below_the_walltime():
+    lifetime, stagger = lifetimes("01:00:00")
+    assert int(lifetime[:-1]) + int(stagger[:-1]) < 3600
+
+
+def test_sif_names_follow_the_image_tag():
+    assert sif_name("seamless-stack/scheduler:abc123") == "scheduler-abc123.sif"
+    assert sif_name("seamless-stack/worker-custom:ff00") == "worker-custom-ff00.sif"
+
+
+def _deployment(**kw):
+    base = dict(name="s", method="remote", project="seamless-s", ports={"hashserver": 1, "database": 2, "scheduler": 3, "dashboard": 4},
+                images={}, workers=1, threads=2, bind="127.0.0.1", buffer_dir="/b", database_dir="/d", env_file="/e",
+                uid=1, gid=1, host_name="big", ssh_destination="big", access="ssh")
+    return Deployment(**{**base, **kw})
+
+
+def test_ssh_access_writes_only_the_ssh_section_until_a_tunnel_exists():
+    d = _deployment()
+    assert set(d.connection().variables()) == {k for k in d.connection().variables() if k.startswith("SEAMLESS_SSH_")}
+    tunnelled = d.connection(local_ports={"hashserver": 5577, "database": 5522, "scheduler": 8786, "dashboard": 8787}).variables()
+    assert tunnelled["SEAMLESS_DASK_SCHEDULER"] == "tcp://127.0.0.1:8786"
+    assert tunnelled["SEAMLESS_SSH_DASK_SCHEDULER_PORT"] == "3", "the SSH section keeps the remote ports"
+
+
+def test_direct_wildcard_bind_uses_the_host_name_and_tls_adds_client_files():
+    v = _deployment(access="direct", bind="0.0.0.0", tls_dir="/home/u/.seamless/stacks/s.tls").connection().variables()
+    assert v["SEAMLESS_DASK_SCHEDULER"] == "tls://big:3" and v["SEAMLESS_DATABASE_IP"] == "big"
+    assert v["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"].endswith("s.tls/tls.key")
+
+
+def test_services_job_script():
+    spec = build_spec(name="s", method="slurm", remote="login", access="ssh", threads=2,
+                      slurm=SlurmOptions(partition="main", account="proj", max_jobs=5, job_extra=("--gres=gpu:1",)),
+                      environ={"HOME": "/home/u"})
+    d = _deployment(method="slurm", slurm={"mode": "adaptive"})
+    script = services_job_script(spec, d, {"hashserver": "/s/h.sif", "database": "/s/d.sif", "scheduler": "/s/s.sif", "worker": "/s/s.sif"}, "/home/u/st")
+    assert script.startswith("#!/bin/bash\n#SBATCH --job-name=seamless-s-services\n")
+    assert "#SBATCH --partition=main" in script and "#SBATCH --account=proj" in script
+    jobqueue = json.loads(next(line for line in script.splitlines() if line.startswith("export SS_JOBQUEUE="))[len("export SS_JOBQUEUE="):].strip("'"))
+    assert jobqueue["adapt"] == {"minimum_jobs": 0, "maximum_jobs": 5} and jobqueue["cores"] == 2 and jobqueue["processes"] == 1
+    assert jobqueue["job_extra_directives"] == ["--gres=gpu:1"] and "--lifetime" in jobqueue["worker_extra_args"]
+    assert "/s/s.sif python3" in jobqueue["python"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (SlurmOptions(time="soon"), "is not a Slurm time"),
+    (SlurmOptions(memory="lots"), "is not a memory size"),
+    (SlurmOptions(min_jobs=3, max_jobs=2), "make no range"),
+])
+def test_invalid_slurm_options(options, message):
+    from seamless_stack.errors import StackError
+    with pytest.raises(StackError, match=message):
+        build_spec(name="s", method="slurm", slurm=options, environ={"HOME": "/h"})
