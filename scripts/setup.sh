@@ -11,6 +11,10 @@ if [ "$(id -u)" = 0 ]; then
     bash scripts/install-docker-debian.sh
     missing=""
     command -v debootstrap >/dev/null || missing="$missing debootstrap"
+    # ssh for the remote and Slurm methods (and their test beds), openssl for Dask TLS
+    command -v ssh >/dev/null && command -v ssh-keygen >/dev/null || missing="$missing openssh-client"
+    command -v openssl >/dev/null || missing="$missing openssl"
+    command -v pgrep >/dev/null || missing="$missing procps"
     # Debian's own python3 with venv: for .venv, and for the tests' non-root user.
     for py in python3 /usr/bin/python3; do
         "$py" -c 'import ensurepip, venv' 2>/dev/null || missing="$missing python3-venv"
