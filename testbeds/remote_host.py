@@ -31,59 +31,30 @@ Needs: Docker engine, the ``ssh``/``ssh-keygen`` clients, and the base image fro
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from testbeds import common
+from testbeds.common import docker
 
 IMAGE = "seamless-stack-testbed/remote:latest"
 CONTEXT = Path(__file__).parent / "remote"
 # Label on our image (value: context hash) and on containers/networks (value: temp dir).
 LABEL = "seamless-stack-testbed.remote"
 USER = "seamless"
-# Same caps as the Slurm bed; plain --privileged fails here (host lacks CAP_SYS_RESOURCE).
 # --cgroupns host + rw cgroup mount let the inner dockerd create container cgroups.
-RUN_FLAGS = [
-    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-    "--security-opt", "systempaths=unconfined",
-    "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",
-]
+RUN_FLAGS = [*common.RUN_FLAGS, "--cgroupns", "host", "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw"]
 
 
-def _docker(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], check=check, capture_output=True, text=True, **kw)
-
-
-def _context_hash() -> str:
-    """Hash of the build context, stored as an image label so edits trigger a rebuild."""
-    h = hashlib.sha256()
-    for f in sorted(CONTEXT.iterdir()):
-        h.update(f.name.encode() + b"\0" + f.read_bytes())
-    return h.hexdigest()[:16]
-
-
-def ensure_image(progress=lambda line: print(line, file=sys.stderr)) -> str:
+def ensure_image(progress=common.stderr_progress) -> str:
     """Build the bed image (FROM the local trixie base, no registry) unless up to date."""
-    digest = _context_hash()
-    have = _docker("image", "inspect", "-f", f'{{{{index .Config.Labels "{LABEL}"}}}}', IMAGE,
-                   check=False)
-    if have.returncode == 0 and have.stdout.strip() == digest:
-        return IMAGE
-    from testbeds.base import ensure_base
-
-    ensure_base(progress)
-    progress(f"building {IMAGE} (apt inside, about 20 s)")
-    argv = ["docker", "build", "--label", f"{LABEL}={digest}", "-t", IMAGE, str(CONTEXT)]
-    proc = subprocess.run(argv, capture_output=True, text=True)
-    if proc.returncode:
-        raise RuntimeError(f"building {IMAGE} failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return IMAGE
+    digest = common.files_hash(sorted(CONTEXT.iterdir()))
+    return common.ensure_image(IMAGE, CONTEXT, LABEL, digest, progress, "apt inside, about 20 s")
 
 
 class RemoteHost:
@@ -127,17 +98,13 @@ class RemoteHost:
         ensure_image()
         self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
         try:
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", self.name,
-                            "-f", str(self.key_path)], check=True)
-            pubkey = self.key_path.with_suffix(".pub").read_text().strip()
+            pubkey = common.new_key(self.key_path, self.name)
             label = f"{LABEL}={self.tmpdir}"
-            _docker("network", "create", "--label", label, self.network)
-            _docker("run", "-d", "--name", self.name, "--hostname", self.name,
-                    "--label", label, "--network", self.network,
-                    "-e", f"AUTHORIZED_KEY={pubkey}", *RUN_FLAGS, IMAGE)
-            self.address = _docker("inspect", "-f",
-                                   "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
-                                   self.name).stdout.strip()
+            docker("network", "create", "--label", label, self.network)
+            docker("run", "-d", "--name", self.name, "--hostname", self.name,
+                   "--label", label, "--network", self.network,
+                   "-e", f"AUTHORIZED_KEY={pubkey}", *RUN_FLAGS, IMAGE)
+            self.address = common.container_ip(self.name)
             self._write_client_files()
             self._wait_ready()
         except BaseException:
@@ -157,17 +124,8 @@ class RemoteHost:
 
     # -- client side ----------------------------------------------------------------
     def ssh_config_text(self) -> str:
-        return (
-            f"Host {self.alias} {self.address}\n"
-            f"    HostName {self.address}\n"
-            f"    Port {self.ssh_port}\n"
-            f"    User {self.user}\n"
-            f"    IdentityFile {self.key_path}\n"
-            f"    IdentitiesOnly yes\n"
-            f"    StrictHostKeyChecking no\n"
-            f"    UserKnownHostsFile /dev/null\n"
-            f"    LogLevel ERROR\n"
-        )
+        return common.ssh_config_text(f"{self.alias} {self.address}", self.address, self.user,
+                                      self.key_path, self.ssh_port)
 
     def add_to_ssh_config(self, path: str | os.PathLike) -> None:
         """Append this bed's Host entry to an ssh config file (e.g. for a plain ``ssh``)."""
@@ -193,8 +151,7 @@ class RemoteHost:
         """argv for running ``cmd`` on the bed as ``seamless`` (for Popen pipelines)."""
         if not isinstance(cmd, str):
             cmd = shlex.join(cmd)
-        return ["ssh", "-F", str(self.ssh_config_path), "-o", "ConnectTimeout=5",
-                "-o", "BatchMode=yes", self.alias, cmd]
+        return common.ssh_argv(self.ssh_config_path, self.alias, cmd)
 
     def ssh(self, cmd: str | list[str], **kw) -> subprocess.CompletedProcess:
         """Run ``cmd`` on the bed over ssh; output captured as text unless overridden."""
@@ -214,7 +171,7 @@ class RemoteHost:
         deadline = time.monotonic() + self.timeout
         last = ""
         while time.monotonic() < deadline:
-            state = _docker("inspect", "-f", "{{.State.Running}}", self.name, check=False)
+            state = docker("inspect", "-f", "{{.State.Running}}", self.name, check=False)
             if state.stdout.strip() != "true":
                 break
             proc = self.ssh("docker info --format '{{.ServerVersion}}'", timeout=15)
@@ -222,7 +179,7 @@ class RemoteHost:
                 return
             last = (proc.stderr or proc.stdout).strip()
             time.sleep(1)
-        logs = _docker("logs", "--tail", "30", self.name, check=False)
+        logs = docker("logs", "--tail", "30", self.name, check=False)
         dockerd = self.exec("tail -n 30 /var/log/dockerd.log")
         raise RuntimeError(
             f"remote host {self.name} ({self.address}) not ready within {self.timeout:.0f} s.\n"
@@ -236,11 +193,11 @@ _REMOVE_NESTED = 'ids=$(docker ps -aq); [ -z "$ids" ] || docker rm -f $ids'
 def _remove(name: str, network: str, tmpdir: Path | None) -> None:
     # Nested containers first: killed with the bed, their cgroups (host hierarchy) would leak.
     try:
-        _docker("exec", name, "sh", "-c", _REMOVE_NESTED, check=False, timeout=60)
+        docker("exec", name, "sh", "-c", _REMOVE_NESTED, check=False, timeout=60)
     except subprocess.TimeoutExpired:
         pass
-    _docker("rm", "-f", "-v", name, check=False)
-    _docker("network", "rm", network, check=False)
+    docker("rm", "-f", "-v", name, check=False)
+    docker("network", "rm", network, check=False)
     if tmpdir is not None:
         shutil.rmtree(tmpdir, ignore_errors=True)
 
@@ -261,8 +218,8 @@ def _main(argv: list[str] | None = None) -> None:
         print(f"stop with:    python -m testbeds.remote_host stop --name {host.name}")
     else:
         # The temp dir is recorded in the container's label so a later process can remove it.
-        label = _docker("inspect", "-f", f'{{{{index .Config.Labels "{LABEL}"}}}}', args.name,
-                        check=False).stdout.strip()
+        label = docker("inspect", "-f", f'{{{{index .Config.Labels "{LABEL}"}}}}', args.name,
+                       check=False).stdout.strip()
         tmpdir = Path(label) if label else None
         if tmpdir and not (tmpdir.is_dir() and tmpdir.name.startswith(f"{args.name}-")):
             tmpdir = None  # never remove anything that is not our own temp dir

@@ -16,7 +16,6 @@ in on the login node with a freshly generated key.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import secrets
@@ -28,56 +27,21 @@ import time
 from pathlib import Path
 from string import Template
 
+from testbeds import common
+from testbeds.common import docker
+
 IMAGE = "seamless-stack-testbed/slurm:latest"
 HERE = Path(__file__).resolve().parent / "slurm"
 LABEL = "seamless-stack-testbed.slurm"  # value: the cluster name; finds everything for `stop`
 USER, UID = "seamless", 2000
-# Plain --privileged fails on hosts without CAP_SYS_RESOURCE; this is the working set.
-RUN_FLAGS = [
-    "--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
-    "--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined",
-    "--security-opt", "systempaths=unconfined", "--device", "/dev/fuse",
-]
+RUN_FLAGS = [*common.RUN_FLAGS, "--device", "/dev/fuse"]  # fuse: Apptainer mounts SIFs
 
 
-def _docker(*args: str, check: bool = True, timeout: float | None = None, **kw) -> subprocess.CompletedProcess:
-    kw.setdefault("stderr", subprocess.PIPE)
-    done = subprocess.run(["docker", *args], stdout=subprocess.PIPE, text=True, timeout=timeout, **kw)
-    if check and done.returncode != 0:
-        raise RuntimeError(f"docker {' '.join(args[:3])} ... failed: {(done.stderr or done.stdout).strip()[-2000:]}")
-    return done
-
-
-def _image_hash() -> str:
-    """Hash of what goes into the image, so an edited Dockerfile or entrypoint causes a rebuild."""
-    h = hashlib.sha256()
-    for name in ("Dockerfile", "entrypoint.sh"):
-        h.update((HERE / name).read_bytes())
-    return h.hexdigest()[:16]
-
-
-def ensure_image(progress=lambda line: print(line, file=sys.stderr)) -> str:
+def ensure_image(progress=common.stderr_progress) -> str:
     """Build IMAGE (and the trixie base) unless an up-to-date one exists."""
-    wanted = _image_hash()
-    found = _docker("image", "inspect", "-f", "{{.Id}} {{ index .Config.Labels \"testbed.hash\" }}", IMAGE, check=False)
-    found_id, _, found_hash = found.stdout.strip().partition(" ")
-    if found.returncode == 0 and found_hash == wanted:
-        return IMAGE
-    from testbeds.base import ensure_base
-
-    ensure_base(progress)
-    progress(f"building {IMAGE} (about 20 s to a few minutes)")
-    built = subprocess.run(
-        ["docker", "build", "--label", f"testbed.hash={wanted}", "-t", IMAGE, str(HERE)],
-        capture_output=True, text=True, env={**os.environ, "DOCKER_BUILDKIT": "1"},
-    )
-    if built.returncode != 0:
-        raise RuntimeError(f"building {IMAGE} failed:\n{built.stderr[-3000:]}")
-    if found.returncode == 0:  # drop our previous build, now untagged (fails harmlessly if in use)
-        old = _docker("image", "inspect", "-f", "{{.RepoTags}}", found_id, check=False).stdout.strip()
-        if old == "[]":
-            _docker("rmi", found_id, check=False)
-    return IMAGE
+    # Only what goes into the image: slurm.conf.template and cgroup.conf are mounted at run time.
+    digest = common.files_hash([HERE / "Dockerfile", HERE / "entrypoint.sh"], names=False)
+    return common.ensure_image(IMAGE, HERE, "testbed.hash", digest, progress, "about 20 s to a few minutes")
 
 
 class SlurmCluster:
@@ -123,24 +87,22 @@ class SlurmCluster:
 
     def start(self) -> "SlurmCluster":
         ensure_image()
-        if _docker("ps", "-aq", "--filter", f"label={LABEL}={self.name}").stdout.strip():
+        if docker("ps", "-aq", "--filter", f"label={LABEL}={self.name}").stdout.strip():
             raise RuntimeError(f"a test cluster named {self.name!r} exists: "
                                f"python -m testbeds.slurm_cluster stop --name {self.name}")
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir="/var/tmp"))
         try:
             self._write_files()
             labels = ["--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.workdir={self.workdir}"]
-            _docker("network", "create", *labels, self.network)
+            docker("network", "create", *labels, self.network)
             # Computes first: slurmctld resolves their names when it starts.
             for node in [*self.compute_nodes, self.controller]:
                 role = "controller" if node == self.controller else "compute"
-                _docker("run", "-d", "--init", "--name", node, "--hostname", node, "--network", self.network,
-                        *labels, *RUN_FLAGS,
-                        "-v", f"{self.workdir / 'config'}:/config:ro", "-v", f"{self.home_path}:/home",
-                        IMAGE, role)
-            self.login_address = _docker(
-                "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", self.controller
-            ).stdout.strip()
+                docker("run", "-d", "--init", "--name", node, "--hostname", node, "--network", self.network,
+                       *labels, *RUN_FLAGS,
+                       "-v", f"{self.workdir / 'config'}:/config:ro", "-v", f"{self.home_path}:/home",
+                       IMAGE, role)
+            self.login_address = common.container_ip(self.controller)
             self._write_ssh_config()
             self._wait_ready()
         except BaseException:
@@ -165,12 +127,11 @@ class SlurmCluster:
             name=self.name, controller=self.controller, nodes=",".join(self.compute_nodes),
             cpus=self.cpus, memory=self.memory_mb))
         shutil.copy(HERE / "cgroup.conf", config / "cgroup.conf")
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"{self.name}-test",
-                        "-f", str(self.key_path)], check=True)
+        pubkey = common.new_key(self.key_path, f"{self.name}-test")
         # The key goes straight into the shared home; the controller's entrypoint fixes dir modes.
         dot_ssh = home / USER / ".ssh"
         dot_ssh.mkdir(parents=True)
-        (dot_ssh / "authorized_keys").write_text(self.key_path.with_suffix(".pub").read_text())
+        (dot_ssh / "authorized_keys").write_text(pubkey + "\n")
         for p in (home / USER, dot_ssh, dot_ssh / "authorized_keys"):
             os.chown(p, UID, UID)
         dot_ssh.chmod(0o700)
@@ -178,15 +139,7 @@ class SlurmCluster:
 
     def _write_ssh_config(self) -> None:
         self.ssh_config_path.write_text(
-            f"Host {self.alias}\n"
-            f"    HostName {self.login_address}\n"
-            f"    User {self.user}\n"
-            f"    IdentityFile {self.key_path}\n"
-            "    IdentitiesOnly yes\n"
-            "    StrictHostKeyChecking no\n"
-            "    UserKnownHostsFile /dev/null\n"
-            "    LogLevel ERROR\n"
-        )
+            common.ssh_config_text(self.alias, self.login_address, self.user, self.key_path))
 
     def _wait_ready(self) -> None:
         """Until every compute node is idle in sinfo and sshd lets the user in; else fail with log tails."""
@@ -195,7 +148,7 @@ class SlurmCluster:
         ssh_ok = False
         problem = f"not ready after {self.timeout:.0f} s"
         while time.monotonic() < deadline:
-            running = _docker("ps", "-q", "--filter", f"label={LABEL}={self.name}", "--filter", "status=running")
+            running = docker("ps", "-q", "--filter", f"label={LABEL}={self.name}", "--filter", "status=running")
             if len(running.stdout.split()) < 1 + len(self.compute_nodes):
                 problem = "a node container stopped"
                 break
@@ -206,7 +159,7 @@ class SlurmCluster:
                     return
             time.sleep(1)
         logs = "\n".join(
-            f"--- docker logs {c} (tail)\n" + _docker("logs", "--tail", "25", c, check=False, stderr=subprocess.STDOUT).stdout
+            f"--- docker logs {c} (tail)\n" + docker("logs", "--tail", "25", c, check=False, stderr=subprocess.STDOUT).stdout
             for c in [self.controller, *self.compute_nodes])
         raise RuntimeError(f"Slurm test cluster {self.name}: {problem} "
                            f"(node states {states}, ssh {'ok' if ssh_ok else 'not answering'})\n{logs}")
@@ -214,15 +167,14 @@ class SlurmCluster:
     # -- using the cluster
     def ssh(self, cmd: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
         """Run a shell command as `seamless` on the login node, over real ssh."""
-        return subprocess.run(["ssh", "-F", str(self.ssh_config_path), "-o", "BatchMode=yes",
-                               "-o", "ConnectTimeout=5", self.alias, cmd],
+        return subprocess.run(common.ssh_argv(self.ssh_config_path, self.alias, cmd),
                               capture_output=True, text=True, timeout=timeout, check=check)
 
     def exec(self, node: str, cmd: str | list[str], timeout: float = 60, check: bool = False,
              user: str = "root") -> subprocess.CompletedProcess:
         """docker exec on a node (a name from compute_nodes, or controller); a string goes through bash."""
         argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        return _docker("exec", "-u", user, node, *argv, check=check, timeout=timeout)
+        return docker("exec", "-u", user, node, *argv, check=check, timeout=timeout)
 
     def node_states(self) -> dict[str, str]:
         out = self.exec(self.controller, ["sinfo", "-h", "-N", "-o", "%N %t"], timeout=20)
@@ -241,19 +193,19 @@ class SlurmCluster:
 
 def stop_cluster(name: str) -> None:
     """Remove everything labelled with this cluster name: containers, network, work directory."""
-    containers = _docker("ps", "-aq", "--filter", f"label={LABEL}={name}", check=False).stdout.split()
+    containers = docker("ps", "-aq", "--filter", f"label={LABEL}={name}", check=False).stdout.split()
     workdirs = set()
     for cid in containers:
-        found = _docker("inspect", "-f", f'{{{{ index .Config.Labels "{LABEL}.workdir" }}}}', cid, check=False)
+        found = docker("inspect", "-f", f'{{{{ index .Config.Labels "{LABEL}.workdir" }}}}', cid, check=False)
         workdirs.add(found.stdout.strip())
-    networks = _docker("network", "ls", "-q", "--filter", f"label={LABEL}={name}", check=False).stdout.split()
+    networks = docker("network", "ls", "-q", "--filter", f"label={LABEL}={name}", check=False).stdout.split()
     for net in networks:
-        found = _docker("network", "inspect", "-f", f'{{{{ index .Labels "{LABEL}.workdir" }}}}', net, check=False)
+        found = docker("network", "inspect", "-f", f'{{{{ index .Labels "{LABEL}.workdir" }}}}', net, check=False)
         workdirs.add(found.stdout.strip())
     if containers:
-        _docker("rm", "-f", "-v", *containers, check=False)
+        docker("rm", "-f", "-v", *containers, check=False)
     if networks:
-        _docker("network", "rm", *networks, check=False)
+        docker("network", "rm", *networks, check=False)
     for wd in workdirs:
         # Only our own temp dirs: /var/tmp/<name>-XXXX.
         if wd and Path(wd).parent == Path("/var/tmp") and Path(wd).name.startswith(f"{name}-"):
