@@ -6,7 +6,7 @@
    through `seamless-stack tunnel` (--ssh) vs straight to the remote's ports (--direct).
    Prints medians and the ratio tunnel / direct.
 
-    .venv/bin/python bench/remote_transfer_latency.py [--runs 10]
+    .venv/bin/python -m bench.remote_transfer_latency [--runs 10]
 """
 
 from __future__ import annotations
@@ -54,16 +54,14 @@ def main() -> None:
     venv = client_venv()
     work = Path(tempfile.mkdtemp(prefix="seamless-stack-bench-remote-"))
     with RemoteHost(name="seamless-stack-bench-remote") as remote:
-        env = dict(os.environ, HOME=str(work), PATH=f"{remote.bin_dir}:{os.environ['PATH']}")
+        os.environ["PATH"] = f"{remote.bin_dir}:{os.environ['PATH']}"  # an ssh that knows the bed's key
+        env = dict(os.environ, HOME=str(work))
 
         start = time.monotonic()
         subprocess.run(f"docker save {' '.join(tags.values())} > /dev/null", shell=True, check=True)
         save_only = time.monotonic() - start
         start = time.monotonic()
-        old_path = os.environ["PATH"]
-        os.environ["PATH"] = env["PATH"]
         sent = copy_images(list(dict.fromkeys(tags.values())), Destination.parse(remote.destination), lambda line: None)
-        os.environ["PATH"] = old_path
         transfer = time.monotonic() - start
         print(f"image transfer: {sent / 1e6:.0f} MB in {transfer:.1f}s ({sent / 1e6 / transfer:.0f} MB/s); "
               f"docker save alone {save_only:.1f}s; ratio transfer/save {transfer / save_only:.2f}")

@@ -7,7 +7,7 @@ plain: on the login node, a venv with dask-jobqueue (no containers, no Seamless)
        SLURMCluster(...).scale(jobs=N) until N workers are connected.
 Prints medians and the ratio ours / plain.
 
-    .venv/bin/python bench/slurm_up_vs_jobqueue.py [--rounds 3] [--workers 2]
+    .venv/bin/python -m bench.slurm_up_vs_jobqueue [--rounds 3] [--workers 2]
 """
 
 from __future__ import annotations
