@@ -157,6 +157,15 @@ def _prepare_slurm(spec: StackSpec, progress: Progress):
     return deployment, backend, lambda: backend.start(script, spec.timeout, progress)
 
 
+def build_sifs(tags: dict[str, str], out: str, login: str | None, progress: Progress) -> dict[str, str]:
+    """`images sif`: the SIFs of our images, here or on a login node (needs apptainer there)."""
+    shell = slurm.ClusterShell(Destination.parse(login) if login else None)
+    home = shell.run('echo "$HOME"').strip()
+    if not shell.run("command -v apptainer || true").strip():
+        raise StackError(f"apptainer not found on {shell}", "install Apptainer there, or build on a login node with --login")
+    return slurm.ensure_sifs(shell, tags, remote_path(out, home), progress)
+
+
 def write_env_file(deployment: Deployment, connection: Connection | None = None) -> Path:
     path = Path(deployment.env_file)
     path.parent.mkdir(parents=True, exist_ok=True)

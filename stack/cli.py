@@ -119,6 +119,10 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--worker-requirements", help="pip requirements file for a derived worker image")
     build.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
     image_commands.add_parser("list", help="the image tags `up` would use, with sizes")
+    sif = image_commands.add_parser("sif", help="Apptainer SIFs of the images (built where apptainer runs)")
+    sif.add_argument("--out", default="~/.seamless/sif", help="folder for the SIFs (default ~/.seamless/sif; with --login: there)")
+    sif.add_argument("--login", help="USER@HOST[:PORT]: build the SIFs on that machine (a Slurm login node) over SSH")
+    sif.add_argument("--worker-requirements", help="pip requirements file: also the SIF of a derived worker image")
     return parser
 
 
@@ -179,6 +183,11 @@ def _images(args) -> int:
         else:
             airgap.make_base(docker, progress)
         print(airgap.BASE_TAG)
+    elif args.images_command == "sif":
+        requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
+        tags = images.build_images(docker, worker_requirements=requirements, progress=progress)
+        for role, path in api.build_sifs(tags, args.out, args.login, progress).items():
+            print(f"{role}\t{path}")
     elif args.images_command == "build":
         requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
         tags = images.build_images(docker, base_image=args.base_image, worker_requirements=requirements,

@@ -116,6 +116,7 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
 
     status = scli.run("status", "--name", name)
     assert status.returncode == 0 and "services" in status.stdout, status.stdout
+    assert f"[services] node {node}" in scli.run("logs", "services", "--name", name).stdout
     assert scli.run("down", "--name", name).returncode == 0
     assert our_jobs(cluster) == []
 
@@ -142,6 +143,18 @@ def test_slurm_direct_single_node(scli, client, cluster):
     run = client.run(scli.env_file(name), "seamless-run", "echo direct; hostname", timeout=300)
     assert run.returncode == 0 and run.stdout.split() == ["direct", node], run.stderr
     assert worker_jobs(cluster, name) == [], "single node: the workers live in the services job"
+
+
+def test_images_sif_on_the_login_node(scli, cluster):
+    result = scli.run("images", "sif", "--login", cluster.destination, "--out", "my-sifs")
+    assert result.returncode == 0, result.stderr
+    sifs = dict(line.split("\t") for line in result.stdout.splitlines())
+    assert set(sifs) == {"hashserver", "database", "scheduler", "worker"}
+    for path in sifs.values():
+        assert path.startswith("/home/seamless/my-sifs/") and path.endswith(".sif")
+        assert (Path(cluster.home_path) / path.removeprefix("/home/")).is_file()
+    again = scli.run("images", "sif", "--login", cluster.destination, "--out", "my-sifs")
+    assert again.stdout == result.stdout and "building" not in again.stderr, "built once, then reused"
 
 
 def _fails(result, *texts):
