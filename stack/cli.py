@@ -159,11 +159,15 @@ def _up(args) -> int:
 def _status(args) -> int:
     report = api.status(args.name)
     d = report.deployment
-    print(f"stack {d.name!r} ({d.method}, Compose project {d.project}), published on {d.bind}")
-    rows = [("SERVICE", "CONTAINER", "STATE", "HEALTH", "PORT", "ANSWERS")]
+    if d.method == "slurm":
+        where = f"services job {d.slurm.get('job_id')} on {d.slurm.get('node')} ({d.host_name}), via {d.slurm.get('login')}"
+    else:
+        where = f"Compose project {d.project}" + (f" on {d.ssh_destination}" if d.ssh_destination else "") + f", published on {d.bind}"
+    print(f"stack {d.name!r} ({d.method}, {d.access}): {where}")
+    rows = [("SERVICE", "CONTAINER/JOB", "STATE", "HEALTH", "PORT", "ANSWERS")]
     rows += [(s.service, s.container, s.state, s.health, s.port, s.answer) for s in report.services]
     if len(rows) == 1:
-        rows.append(("-", "no containers", "-", "-", "-", "-"))
+        rows.append(("-", "none running", "-", "-", "-", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
