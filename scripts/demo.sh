@@ -14,20 +14,10 @@ echo "[demo] environment output: $env_file"
     source "$env_file"
     export PATH="$client/bin:$PATH"
     echo "[demo] seamless-run 'expr 6 \* 7; hostname'  (runs in a worker container):"
-    seamless-run 'expr 6 \* 7; hostname' 2>/dev/null
-    echo "[demo] a Python @direct transformation:"
-    python - <<'PY' 2>/dev/null
-from seamless_config.extern_clients import set_remote_clients_from_env
-set_remote_clients_from_env(include_dask=True)
-from seamless.transformer import direct
-
-@direct
-def triangle(n):
-    import socket
-    return f"triangle({n}) = {n * (n + 1) // 2}, computed on {socket.gethostname()}"
-
-print(triangle(100))
-PY
+    log=$(mktemp)
+    seamless-run 'expr 6 \* 7; hostname' 2>"$log" || { cat "$log" >&2; exit 1; }
+    echo "[demo] a Python @direct transformation (scripts/demo_client.py):"
+    python scripts/demo_client.py 2>"$log" || { cat "$log" >&2; exit 1; }
 )
 .venv/bin/seamless-stack status --name demo
 echo "[demo] the stack stays up; stop it with: .venv/bin/seamless-stack down --name demo"
