@@ -205,7 +205,8 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
     """
     deployment = state.load(name)
     if deployment.ssh_destination is None:
-        raise StackError(f"stack {name!r} runs on this machine: it needs no tunnel", f"use `seamless-stack env --name {name}`")
+        raise StackError(f"stack {name!r} is reached directly, not over SSH: it needs no tunnel",
+                         f"source its environment (`seamless-stack env --name {name}`)")
     classic = {s: p for s, p in CLASSIC_PORTS.items() if port_is_free(p)}
     local = allocate_ports(SERVICES, port_range, is_free=port_is_free, fixed=classic)
     forwards = {service: (local[service], deployment.ports[service]) for service in SERVICES}
