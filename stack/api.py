@@ -18,7 +18,7 @@ from . import docker_tools, images, slurm, state, tls
 from .backends import ComposeBackend, SlurmBackend
 from .connection import Connection, render
 from .errors import StackError
-from .health import ServiceFailed, wait_until_ready
+from .health import ServiceFailed, stack_waits, wait_until_ready
 from .hosts import LocalHost, SSHDockerHost, prepare_remote_dirs, remote_path
 from .plan import Deployment, make_plan
 from .ports import allocate_ports, port_is_free
@@ -53,9 +53,14 @@ def client_view(deployment: Deployment) -> Iterator[Connection]:
         yield deployment.connection()
         return
     local = allocate_ports(SERVICES, DEFAULT_PORT_RANGE, is_free=port_is_free)
-    forwards = {service: (local[service], deployment.ports[service]) for service in SERVICES}
-    with Tunnel(Destination.parse(deployment.ssh_destination), forwards, deployment.tunnel_target):
+    with _tunnel(deployment, local):
         yield deployment.connection(local_ports=local)
+
+
+def _tunnel(deployment: Deployment, local: dict[str, int]) -> Tunnel:
+    """SSH forwards from these local ports to each of the stack's services."""
+    forwards = {service: (local[service], deployment.ports[service]) for service in SERVICES}
+    return Tunnel(Destination.parse(deployment.ssh_destination), forwards, deployment.tunnel_target)
 
 
 def backend_for(deployment: Deployment):
@@ -79,7 +84,7 @@ def up(spec: StackSpec, progress: Progress = lambda line: None) -> Deployment:
         state.save(deployment)
         with client_view(deployment) as view:
             ready_in = wait_until_ready(
-                backend.waits(view), timeout=spec.timeout, progress=progress, find_failure=backend.find_failure
+                stack_waits(view, deployment.workers), timeout=spec.timeout, progress=progress, find_failure=backend.find_failure
             )
     except BaseException as exc:  # also Ctrl-C: never leave a half-started stack
         if isinstance(exc, ServiceFailed):
@@ -209,15 +214,14 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
                          f"source its environment (`seamless-stack env --name {name}`)")
     classic = {s: p for s, p in CLASSIC_PORTS.items() if port_is_free(p)}
     local = allocate_ports(SERVICES, port_range, is_free=port_is_free, fixed=classic)
-    forwards = {service: (local[service], deployment.ports[service]) for service in SERVICES}
-    destination = Destination.parse(deployment.ssh_destination)
     connection = deployment.connection(local_ports=local)
-    session = Tunnel(destination, forwards, deployment.tunnel_target)
+    session = _tunnel(deployment, local)
+    destination = session.destination
     try:
         session.start()
         write_env_file(deployment, connection)
         on_ready(render(connection.variables(), fmt))
-        progress(f"tunnel to {destination} open ({', '.join(f'{s} {lp}->{rp}' for s, (lp, rp) in forwards.items())}); Ctrl-C closes it")
+        progress(f"tunnel to {destination} open ({', '.join(f'{s} {lp}->{rp}' for s, (lp, rp) in session.forwards.items())}); Ctrl-C closes it")
         while True:
             time.sleep(1)
             if not session.alive():
@@ -256,7 +260,7 @@ def status(name: str) -> StackStatus:
     backend = backend_for(deployment)
     try:
         with client_view(deployment) as view:
-            answers = {wait.service: wait.check() for wait in backend.waits(view)}
+            answers = {wait.service: wait.check() for wait in stack_waits(view, deployment.workers)}
     except StackError as exc:
         answers = {s: (False, f"unreachable: {exc}") for s in ("hashserver", "database", "scheduler", "worker")}
     ports = {

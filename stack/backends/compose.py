@@ -13,8 +13,6 @@ from python_on_whales import DockerClient, DockerException
 
 from .. import docker_tools
 from ..errors import StackError
-from ..connection import Connection
-from ..health import Wait, stack_waits
 from ..plan import Deployment
 from ..resources import compose_file
 from ..spec import stacks_dir
@@ -98,9 +96,6 @@ class ComposeBackend:
         return self.docker.compose.logs(
             services=[service] if service else [], tail=str(tail) if tail else None, no_log_prefix=False
         )
-
-    def waits(self, c: Connection) -> list[Wait]:
-        return stack_waits(c, self.deployment.workers)
 
 
 def _tail(exc: DockerException, lines: int = 8) -> str:

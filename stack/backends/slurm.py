@@ -12,9 +12,8 @@ import time
 from typing import Callable
 
 from .. import slurm
-from ..connection import Connection
 from ..errors import StackError
-from ..health import ServiceFailed, Wait, stack_waits
+from ..health import ServiceFailed
 from ..plan import Deployment
 from ..ssh import Destination
 from .compose import ServiceState
@@ -97,6 +96,3 @@ class SlurmBackend:
             files.append(f"{stack_dir}/workers/*.out")
         script = " ".join(f"for f in {f}; do [ -f \"$f\" ] && echo \"==> $f <==\" && tail -n {tail or 200} \"$f\"; done;" for f in files)
         return self.shell.run(script + " true")
-
-    def waits(self, c: Connection) -> list[Wait]:
-        return stack_waits(c, self.deployment.workers)
