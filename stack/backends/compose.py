@@ -67,8 +67,13 @@ class ComposeBackend:
     def services(self) -> list[ServiceState]:
         if not self.env_path.exists():
             self.write_env()
+        try:
+            containers = self.docker.compose.ps(all=True)
+        except DockerException as exc:
+            raise StackError(f"cannot list the containers of stack {self.deployment.name!r}: {_tail(exc, 1)}",
+                             "check that the Docker engine runs and answers") from None
         states = []
-        for container in self.docker.compose.ps(all=True):
+        for container in containers:
             state = container.state
             states.append(
                 ServiceState(

@@ -127,3 +127,11 @@ def test_readiness_failure_rolls_back(cli, tmp_path):
     result = cli.up(name, "--timeout", "1", "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d"))
     assert_clean_failure(cli, name, result, "not ready after 1s")
     assert "last log lines of" in result.stderr and "rolling back" in result.stderr
+
+
+def test_status_of_a_known_stack_with_the_engine_gone(cli, tmp_path):
+    name = cli.new_name()
+    assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
+    result = cli.run("status", "--name", name, env=cli.env(DOCKER_HOST=f"unix://{tmp_path}/no-such-docker.sock"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "cannot list the containers" in result.stderr and "Docker engine" in result.stderr
