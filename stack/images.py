@@ -47,13 +47,14 @@ def definition_digest(base_id: str) -> str:
     return _digest(parts)
 
 
-def image_tags(docker: DockerClient, base_image: str, worker_requirements: Path | None = None) -> dict[str, str]:
+def image_tags(docker: DockerClient, base_image: str) -> dict[str, str]:
     digest = definition_digest(docker.image.inspect(base_image).id)
-    tags = {role: f"{REPOSITORY}/{role}:{digest}" for role in ROLES}
-    if worker_requirements is not None:
-        custom = _digest([tags["worker"].encode(), worker_requirements.read_bytes()])
-        tags["worker"] = f"{REPOSITORY}/worker-custom:{custom}"
-    return tags
+    return {role: f"{REPOSITORY}/{role}:{digest}" for role in ROLES}
+
+
+def custom_worker_tag(worker_tag: str, worker_requirements: Path) -> str:
+    """The derived worker image: it depends on the worker image and the requirements' content."""
+    return f"{REPOSITORY}/worker-custom:{_digest([worker_tag.encode(), worker_requirements.read_bytes()])}"
 
 
 def ca_bundle() -> Path | None:
@@ -160,20 +161,24 @@ def build_images(
     if worker_requirements is not None and not worker_requirements.is_file():
         raise StackError(f"worker requirements file {worker_requirements} not found", "give the path of a pip requirements file")
     base = choose_base(docker, base_image, progress)
-    tags = image_tags(docker, base, worker_requirements)
     standard = image_tags(docker, base)
-    if force or not all(image_exists(docker, tag) for tag in tags.values()):
-        docker_tools.check_buildx(docker)
+    tags = dict(standard)
+    if worker_requirements is not None:
+        tags["worker"] = custom_worker_tag(standard["worker"], worker_requirements)
+    missing = [role for role in ROLES if force or not image_exists(docker, standard[role])]
+    custom_missing = worker_requirements is not None and (force or not image_exists(docker, tags["worker"]))
+    if not missing and not custom_missing:
+        return tags  # the usual `up`: no buildx check, no pip config lookup
+    docker_tools.check_buildx(docker)
     with tempfile.TemporaryDirectory(prefix="seamless-stack-build-") as scratch:
         secrets = build_secrets(Path(scratch))
-        for role in ROLES:
-            if force or not image_exists(docker, standard[role]):
-                progress(f"building image {standard[role]} (base {base})")
-                _buildx(
-                    docker, progress, role, secrets,
-                    context_path=images_dir(), target=role, tags=[standard[role]], build_args={"BASE_IMAGE": base},
-                )
-        if worker_requirements is not None and (force or not image_exists(docker, tags["worker"])):
+        for role in missing:
+            progress(f"building image {standard[role]} (base {base})")
+            _buildx(
+                docker, progress, role, secrets,
+                context_path=images_dir(), target=role, tags=[standard[role]], build_args={"BASE_IMAGE": base},
+            )
+        if custom_missing:
             progress(f"building image {tags['worker']} (worker + {worker_requirements})")
             context = Path(scratch) / "context"
             context.mkdir()
