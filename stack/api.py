@@ -1,174 +1,153 @@
-"""The facade: up, down, status, env, logs, tunnel. spec -> plan -> backend -> health gate -> connection.
+"""The facade: up, down, status, env, logs, restart, tunnel.
 
-Everything a user can get wrong is checked before anything starts; anything that fails
-after something started is rolled back, so no half-started stack is ever left behind.
+`up` reads as the data flows: spec -> backend.prepare (the plan) -> start -> health gate
+-> connection info. Everything a user can get wrong is checked before anything starts;
+anything that fails after something started is rolled back, every rollback step guarded,
+so no half-started stack and no state record is ever left behind, and the error the user
+sees is the one that caused it. `up` on a stack that exists converges it instead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Mapping
 
-from . import docker_tools, images, slurm, state, tls
-from .backends import ComposeBackend, SlurmBackend
+from . import state
+from .backends import BACKENDS, Backend, backend_for
 from .connection import Connection, render
 from .errors import StackError
 from .health import ServiceFailed, stack_waits, wait_until_ready
-from .hosts import LocalHost, SSHDockerHost, prepare_remote_dirs, remote_path
-from .plan import Deployment, make_plan
+from .layout import CLASSIC_PORTS, DEFAULT_PORT_RANGE, PORTS, StackFiles
+from .plan import Deployment
 from .ports import allocate_ports, port_is_free
-from .spec import DEFAULT_PORT_RANGE, SERVICES, StackSpec, stacks_dir
+from .spec import StackSpec
 from .ssh import Destination, Tunnel
 
 Progress = Callable[[str], None]
-CLASSIC_PORTS = {"hashserver": 5577, "database": 5522, "scheduler": 8786, "dashboard": 8787}
+Gate = Callable[[Backend, float, Progress], float]
 
 
-def _host(spec: StackSpec):
-    return LocalHost() if spec.remote is None else SSHDockerHost(spec.remote).probe()
+def _quiet(line: str) -> None:
+    pass
 
 
-def _reserved_ports(spec: StackSpec, docker_host: str | None) -> set[int]:
-    """Ports recorded by our other stacks on the same Docker host, held even while stopped."""
-    return {port for d in state.load_all() if d.name != spec.name and d.docker_host == docker_host
-            for port in d.ports.values()}
-
-
-def _existing(name: str) -> Deployment | None:
-    try:
-        return state.load(name)
-    except StackError:
-        return None
-
-
+# -- the health gate --------------------------------------------------------------------
 @contextlib.contextmanager
 def client_view(deployment: Deployment) -> Iterator[Connection]:
     """The stack as a client here sees it; over SSH, through a temporary tunnel."""
     if deployment.access != "ssh":
         yield deployment.connection()
         return
-    local = allocate_ports(SERVICES, DEFAULT_PORT_RANGE, is_free=port_is_free)
+    local = allocate_ports(PORTS, DEFAULT_PORT_RANGE, is_free=port_is_free)
     with _tunnel(deployment, local):
         yield deployment.connection(local_ports=local)
 
 
 def _tunnel(deployment: Deployment, local: dict[str, int]) -> Tunnel:
     """SSH forwards from these local ports to each of the stack's services."""
-    forwards = {service: (local[service], deployment.ports[service]) for service in SERVICES}
+    forwards = {service: (local[service], deployment.ports[service]) for service in PORTS}
     return Tunnel(Destination.parse(deployment.ssh_destination), forwards, deployment.tunnel_target)
 
 
-def backend_for(deployment: Deployment):
-    return SlurmBackend(deployment) if deployment.method == "slurm" else ComposeBackend(deployment)
+def health_gate(backend: Backend, timeout: float, progress: Progress) -> float:
+    """Wait until every service answers and every worker is Seamless-ready; fail fast."""
+    with client_view(backend.deployment) as view:
+        return wait_until_ready(stack_waits(view, backend.deployment.workers), timeout=timeout,
+                                progress=progress, find_failure=backend.find_failure)
 
 
-def up(spec: StackSpec, progress: Progress = lambda line: None) -> Deployment:
-    """Build what is missing, start the stack, pass the health gate, write the env output."""
+# -- up ---------------------------------------------------------------------------------
+def check_output_file(path: Path) -> None:
+    """The environment output must be writable before anything starts, not after."""
+    if path.is_dir():
+        raise StackError(f"the environment output file {path} is a directory", "set ENVIRONMENT_OUTPUT_FILE to a file path")
+    folder = next((p for p in [path.parent, *path.parent.parents] if p.exists()), None)
+    if folder is None or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK) or \
+            (path.exists() and not os.access(path, os.W_OK)):
+        raise StackError(f"the environment output file {path} cannot be written",
+                         "set ENVIRONMENT_OUTPUT_FILE to a file in a folder you can write")
+
+
+def up(spec: StackSpec, progress: Progress = _quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS,
+       gate: Gate = health_gate) -> Deployment:
+    """Bring a stack up (or converge the one that exists) and write its environment output."""
     started = time.monotonic()
-    previous = _existing(spec.name)
-    if previous is not None and backend_for(previous).is_up():
-        raise StackError(
-            f"stack {spec.name!r} is already up (scheduler port {previous.ports.get('scheduler', '?')})",
-            f"use it (`seamless-stack env --name {spec.name}`), stop it (`seamless-stack down --name {spec.name}`) or pick another --name",
-        )
-    prepare = _prepare_slurm if spec.method == "slurm" else _prepare_compose
-    deployment, backend, start = prepare(spec, progress)
-    state.save(deployment)  # from here on, `down` finds whatever gets started
+    check_output_file(spec.env_file or StackFiles.of(spec.name).env)
+    for warning in spec.warnings():
+        progress(f"WARNING: {warning}")
+    if state.exists(spec.name):
+        return _converge(state.load(spec.name), spec, progress, backends, gate)
+    backend_cls = backends[spec.method]
+    leftovers = backend_cls.leftovers(spec)
+    if leftovers:
+        raise StackError(f"stack {spec.name!r} has no state record but {', '.join(leftovers)} still run",
+                         f"remove them with `seamless-stack down --name {spec.name}`, then run `up` again")
+    backend = backend_cls.prepare(spec, progress)
+    state.save(backend.deployment)  # from here on, `down` finds whatever gets started
     try:
-        deployment = start()
-        state.save(deployment)
-        with client_view(deployment) as view:
-            ready_in = wait_until_ready(
-                stack_waits(view, deployment.workers), timeout=spec.timeout, progress=progress, find_failure=backend.find_failure
-            )
+        backend.start(progress)
+        state.save(backend.deployment)
+        ready_in = gate(backend, spec.timeout, progress)
+        write_env_file(backend.deployment)
     except BaseException as exc:  # also Ctrl-C: never leave a half-started stack
-        if isinstance(exc, ServiceFailed):
-            progress(f"last log lines of {exc.service}:\n{_indent(backend.logs(exc.service, tail=25))}")
-        progress(f"rolling back: stopping stack {spec.name!r}")
-        backend.down()
-        state.forget(spec.name)
+        rollback(backend, exc, progress)
         raise
-    write_env_file(deployment)
-    progress(f"stack {spec.name!r} ready in {ready_in:.1f}s ({time.monotonic() - started:.1f}s in all); environment in {deployment.env_file}")
+    _report_ready(backend.deployment, f"ready in {ready_in:.1f}s ({time.monotonic() - started:.1f}s in all)", progress)
+    return backend.deployment
+
+
+def rollback(backend: Backend, cause: BaseException, progress: Progress) -> None:
+    """Undo a failed start. Each step is guarded: one that fails cannot skip the next."""
+    name = backend.deployment.name
+    if isinstance(cause, ServiceFailed):
+        _guarded(lambda: progress(f"last log lines of {cause.service}:\n{_indent(backend.logs(_log_service(cause.service), tail=25))}"),
+                 "reading the logs", progress)
+    progress(f"rolling back: stopping stack {name!r}")
+    try:
+        _guarded(backend.down, "stopping the stack", progress)
+    finally:
+        Path(backend.deployment.env_file).unlink(missing_ok=True)
+        state.forget(name)
+
+
+def _guarded(step: Callable[[], object], what: str, progress: Progress) -> None:
+    try:
+        step()
+    except Exception as exc:  # reported, never raised: the original error is what the user must see
+        progress(f"rollback: {what} failed too ({exc})")
+
+
+def _log_service(service: str) -> str | None:
+    return service if service in ("hashserver", "database", "scheduler", "worker") else None
+
+
+def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backends, gate: Gate) -> Deployment:
+    """`up` on a stack that exists: same settings -> start what is not running; else refuse."""
+    wanted = spec.settings()
+    differences = [f"{key} {previous.settings.get(key) or '-'} -> {wanted[key] or '-'}"
+                   for key in sorted(wanted) if previous.settings.get(key) != wanted[key]]
+    if differences:
+        raise StackError(f"stack {spec.name!r} is up with other settings ({'; '.join(differences)})",
+                         f"repeat its options, or `seamless-stack down --name {spec.name}` first")
+    backend = backend_for(previous, dict(backends))
+    restarted = backend.converge(spec, progress)
+    state.save(backend.deployment)
+    gate(backend, spec.timeout, progress)
+    write_env_file(backend.deployment)
+    what = f"started again: {', '.join(restarted)}" if restarted else "already up and healthy"
+    _report_ready(backend.deployment, what, progress)
+    return backend.deployment
+
+
+def _report_ready(deployment: Deployment, what: str, progress: Progress) -> None:
+    progress(f"stack {deployment.name!r} {what}; environment in {deployment.env_file}")
     if deployment.access == "ssh":
         progress(f"services listen on {deployment.host_name} behind {deployment.ssh_destination}: "
-                 f"run `seamless-stack tunnel --name {spec.name}` to reach them")
-    return deployment
-
-
-def _prepare_compose(spec: StackSpec, progress: Progress):
-    local_docker = docker_tools.docker_client()
-    docker_tools.check_engine(local_docker)
-    docker_tools.check_compose(local_docker)
-    host = _host(spec)
-    tags = images.build_images(
-        local_docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
-    )
-    tls_dirs = None
-    if spec.tls:
-        folder = tls.make_certificate(stacks_dir() / f"{spec.name}.tls", spec.name)
-        tls_dirs = (str(folder), host.install_tls(folder, spec.name))
-    deployment = make_plan(spec, tags, host, reserved_ports=_reserved_ports(spec, host.docker_host), tls_dirs=tls_dirs)
-    backend = ComposeBackend(deployment)
-    host.push_images(backend.docker, tags, progress)
-    where = f" on {spec.remote}" if spec.remote else ""
-    progress(f"starting stack {spec.name!r}{where}: {deployment.workers} worker(s) x {deployment.threads} threads, ports {deployment.ports}")
-
-    def start() -> Deployment:
-        backend.up()
-        return deployment
-
-    return deployment, backend, start
-
-
-def _prepare_slurm(spec: StackSpec, progress: Progress):
-    shell = slurm.ClusterShell(spec.remote)
-    facts = slurm.probe(shell)
-    options = spec.slurm
-    for partition in (options.partition, options.worker_queue):
-        slurm.check_partition(facts, shell, partition)
-    sif_dir = remote_path(options.sif_dir, facts.home)
-    if shutil.which("docker") is None:  # e.g. on the login node itself: use the SIFs there
-        tags, sifs = {}, slurm.current_sifs(shell, sif_dir)
-    else:
-        local_docker = docker_tools.docker_client()
-        docker_tools.check_engine(local_docker)
-        tags = images.build_images(
-            local_docker, base_image=spec.base_image, worker_requirements=spec.worker_requirements, progress=progress
-        )
-        sifs = slurm.ensure_sifs(shell, tags, sif_dir, progress)
-    buffer_dir, database_dir = prepare_remote_dirs(shell.run, facts.home, str(shell), {
-        "buffer directory (--buffer-dir)": spec.buffer_dir, "database directory (--database-dir)": spec.database_dir,
-    }).values()
-    stack_dir = f"{facts.home}/.seamless/stacks/{spec.name}.slurm"
-    shell.run(f"mkdir -p {stack_dir}/workers && rm -f {stack_dir}/services.json")
-    shell.write(f"{stack_dir}/seamless_stack_node.py", (slurm.APPTAINER_DIR / "seamless_stack_node.py").read_bytes())
-    mode = "local" if options.local_workers else "adaptive"
-    deployment = Deployment(
-        name=spec.name, method="slurm", project=spec.project, ports={}, images=tags,
-        workers=options.local_workers or options.min_jobs, threads=spec.threads, bind="0.0.0.0",
-        buffer_dir=buffer_dir, database_dir=database_dir,
-        env_file=str(spec.env_file or stacks_dir() / f"{spec.name}.env"), uid=0, gid=0, host_name="",
-        ssh_destination=str(spec.remote) if spec.remote else None, access=spec.access,
-        slurm={"stack_dir": stack_dir, "sifs": sifs, "mode": mode, "login": str(shell)},
-    )
-    script = slurm.services_job_script(spec, deployment, sifs, stack_dir)
-    backend = SlurmBackend(deployment)
-    return deployment, backend, lambda: backend.start(script, spec.timeout, progress)
-
-
-def build_sifs(tags: dict[str, str], out: str, login: str | None, progress: Progress) -> dict[str, str]:
-    """`images sif`: the SIFs of our images, here or on a login node (needs apptainer there)."""
-    shell = slurm.ClusterShell(Destination.parse(login) if login else None)
-    home = shell.run('echo "$HOME"').strip()
-    if not shell.run("command -v apptainer || true").strip():
-        raise StackError(f"apptainer not found on {shell}", "install Apptainer there, or build on a login node with --login")
-    return slurm.ensure_sifs(shell, tags, remote_path(out, home), progress)
+                 f"run `seamless-stack tunnel --name {deployment.name}` to reach them")
 
 
 def write_env_file(deployment: Deployment, connection: Connection | None = None) -> Path:
@@ -181,24 +160,52 @@ def write_env_file(deployment: Deployment, connection: Connection | None = None)
     return path
 
 
-def down(name: str, progress: Progress = lambda line: None) -> Deployment:
-    deployment = state.load(name)
-    backend = backend_for(deployment)
+# -- the other commands -------------------------------------------------------------------
+def down(name: str, progress: Progress = _quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> None:
+    """Stop a stack; data stays. Also cleans up after an unreadable record or a lost one."""
+    try:
+        deployment = state.load(name)
+    except state.CorruptRecord:
+        deployment = None
+    except StackError:
+        if not _down_leftovers(name, progress):
+            raise
+        return
+    if deployment is None:
+        progress(f"the state record of {name!r} is unreadable: removing it and what runs under its name here")
+        _down_leftovers(name, progress)
+        state.forget(name)
+        StackFiles.of(name).compose_env.unlink(missing_ok=True)
+        return
     progress(f"stopping stack {name!r}")
-    backend.down()
+    backend_for(deployment, dict(backends)).down()
     Path(deployment.env_file).unlink(missing_ok=True)
     state.forget(name)
     progress(f"stack {name!r} is down; data stays in {deployment.buffer_dir} and {deployment.database_dir}")
-    return deployment
+
+
+def _down_leftovers(name: str, progress: Progress) -> bool:
+    """Containers of a local stack whose record is gone: found by their Compose labels."""
+    from .backends.compose import remove_project
+
+    return remove_project(name, progress)
 
 
 def env(name: str, fmt: str = "shell") -> str:
-    deployment = state.load(name)
-    return render(deployment.connection().variables(), fmt)
+    return render(state.load(name).connection().variables(), fmt)
 
 
 def logs(name: str, service: str | None = None, tail: int | None = None) -> str:
+    if tail is not None and tail < 0:
+        raise StackError(f"--tail {tail} is negative", "give the number of last lines to show, 0 or more")
     return backend_for(state.load(name)).logs(service, tail)
+
+
+def restart(name: str, service: str, progress: Progress = _quiet) -> None:
+    deployment = state.load(name)
+    backend = backend_for(deployment)
+    backend.restart(service, progress)
+    health_gate(backend, 120, progress)
 
 
 def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progress,
@@ -213,7 +220,7 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
         raise StackError(f"stack {name!r} is reached directly, not over SSH: it needs no tunnel",
                          f"source its environment (`seamless-stack env --name {name}`)")
     classic = {s: p for s, p in CLASSIC_PORTS.items() if port_is_free(p)}
-    local = allocate_ports(SERVICES, port_range, is_free=port_is_free, fixed=classic)
+    local = allocate_ports(PORTS, port_range, is_free=port_is_free, fixed=classic)
     connection = deployment.connection(local_ports=local)
     session = _tunnel(deployment, local)
     destination = session.destination
@@ -238,14 +245,15 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
         progress("tunnel closed")
 
 
+# -- status -----------------------------------------------------------------------------
 @dataclass
 class ServiceStatus:
     service: str
-    container: str
+    where: str
     state: str
     health: str
     port: str
-    answer: str  # what the live health check says
+    answer: str  # what the live check says: ok, or what is wrong
 
 
 @dataclass
@@ -253,9 +261,15 @@ class StackStatus:
     deployment: Deployment
     services: list[ServiceStatus]
     workers_ready: str
+    problems: list[str]  # empty when the stack is healthy
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
 
 
 def status(name: str) -> StackStatus:
+    """What runs, what answers, whether storage is usable: the truth, and what is wrong."""
     deployment = state.load(name)
     backend = backend_for(deployment)
     try:
@@ -263,17 +277,25 @@ def status(name: str) -> StackStatus:
             answers = {wait.service: wait.check() for wait in stack_waits(view, deployment.workers)}
     except StackError as exc:
         answers = {s: (False, f"unreachable: {exc}") for s in ("hashserver", "database", "scheduler", "worker")}
+    storage = backend.storage_problems()
+    for service, problem in storage.items():
+        answers[service] = (False, f"storage: {problem}")
     ports = {
-        "hashserver": str(deployment.ports["hashserver"]),
-        "database": str(deployment.ports["database"]),
-        "scheduler": f"{deployment.ports['scheduler']} (dashboard {deployment.ports['dashboard']})",
+        "hashserver": str(deployment.ports.get("hashserver", "-")),
+        "database": str(deployment.ports.get("database", "-")),
+        "scheduler": f"{deployment.ports.get('scheduler', '-')} (dashboard {deployment.ports.get('dashboard', '-')})",
     }
+    running = backend.services()
     rows = [
-        ServiceStatus(s.service, s.container, s.state, s.health or "-", ports.get(s.service, "-"),
+        ServiceStatus(s.service, s.where, s.state, s.health or "-", ports.get(s.service, "-"),
                       "ok" if answers.get(s.service, (False, ""))[0] else answers.get(s.service, (False, "-"))[1])
-        for s in backend.services()
+        for s in running
     ]
-    return StackStatus(deployment, rows, answers["worker"][1])
+    problems = [f"{s.service} {s.state}" for s in running if not s.running]
+    problems += [f"{service}: {detail}" for service, (ok, detail) in answers.items() if not ok and service != "worker"]
+    if not answers["worker"][0]:
+        problems.append(f"workers: {answers['worker'][1]}")
+    return StackStatus(deployment, rows, answers["worker"][1], list(dict.fromkeys(problems)))
 
 
 def _indent(text: str) -> str:

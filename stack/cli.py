@@ -1,41 +1,66 @@
 """`seamless-stack`: the command line. Progress goes to stderr, results to stdout.
 
 So `eval "$(seamless-stack up local)"` brings a stack up and configures this shell.
-Every user-fixable problem ends as one line `seamless-stack: error: ...` and exit code 2.
+This is the one error boundary: every failure ends as one line
+`seamless-stack: error: <what>: <how to fix>` and a non-zero exit (2: fix the input or
+the environment; 1: the stack is unhealthy or something unexpected happened).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 from pathlib import Path
+
+from python_on_whales import DockerException
 
 from . import __version__, api, images
 from .connection import FORMATS, render
 from .docker_tools import check_engine, docker_client
 from .errors import StackError
-from .spec import SlurmOptions, build_spec, parse_port_range
+from .layout import ROLES
+from .shell import shell_for
+from .slurm import sif
+from .spec import SlurmOptions, StackSpec, build_spec, option_default, parse_port_range
+from .ssh import Destination
+from .storage import absolute
 
-DEFAULT_NAME = "default"
+DEFAULT_NAME = option_default(StackSpec, "name")
+
+
+class UsageError(StackError):
+    pass
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other error."""
+
+    def error(self, message: str):
+        raise UsageError(message, f"see `{self.prog} --help`")
 
 
 def progress(line: str) -> None:
     print(f"[seamless-stack] {line}", file=sys.stderr, flush=True)
 
 
-def _add_up_options(parser: argparse.ArgumentParser, *bind_args, **bind_kwargs) -> None:
+def _spec_default(name: str, cls=StackSpec):
+    return option_default(cls, name)
+
+
+def _add_up_options(parser: argparse.ArgumentParser, bind_help: str) -> None:
     _add_name(parser)
-    parser.add_argument(*bind_args, **bind_kwargs)
+    parser.add_argument("--bind", help=bind_help)
     parser.add_argument("--port-range", help="START-END to draw ports from (default: $RANDOM_PORT_START-$RANDOM_PORT_END, else 60000-60999)")
     parser.add_argument("--scheduler-port", type=int, help="fixed Dask scheduler port (the same address every time)")
-    parser.add_argument("--workers", type=int, default=1, help="Dask worker containers (default 1)")
-    parser.add_argument("--threads", type=int, default=3, help="threads = Seamless workers per Dask worker (default 3)")
+    parser.add_argument("--workers", type=int, default=_spec_default("workers"), help="Dask worker containers (default %(default)s)")
+    parser.add_argument("--threads", type=int, default=_spec_default("threads"), help="threads = Seamless workers per Dask worker (default %(default)s)")
     parser.add_argument("--buffer-dir", help="hashserver buffers (default: $HASHSERVER_BUFFER_DIR, else ~/.seamless/buffers; remote: there)")
     parser.add_argument("--database-dir", help="database directory (default: $DATABASE_DIR, else ~/.seamless/database; remote: there)")
     parser.add_argument("--worker-requirements", help="pip requirements file: build and use a worker image with these libraries")
     parser.add_argument("--base-image", help="base image to build from (default: seamless-stack/base:bookworm if made, else debian:bookworm-slim)")
-    parser.add_argument("--timeout", type=float, default=300, help="seconds to wait for readiness (default 300)")
+    parser.add_argument("--timeout", type=float, default=_spec_default("timeout"), help="seconds to wait for readiness (default %(default)s)")
     parser.add_argument("--tls", action="store_true", help="Dask TLS with a per-stack certificate (for ports others can reach)")
     parser.add_argument("--format", choices=FORMATS, default="shell", help="format of the environment printed on stdout")
 
@@ -45,15 +70,43 @@ def _add_name(parser: argparse.ArgumentParser) -> None:
                         help="stack name: one Compose project per name (default: $SEAMLESS_STACK_NAME or 'default')")
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="seamless-stack", description="Deploy the Seamless compute stack.")
-    parser.add_argument("--version", action="version", version=f"seamless-stack {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _add_slurm_options(slurm: argparse.ArgumentParser) -> None:
+    slurm.add_argument("--login", help="USER@HOST[:PORT] of the login node, when running from a workstation (over SSH)")
+    access = slurm.add_mutually_exclusive_group()
+    access.add_argument("--ssh", dest="access", action="store_const", const="ssh",
+                        help="(default with --login) reach the services through `seamless-stack tunnel`")
+    access.add_argument("--direct", dest="access", action="store_const", const="direct",
+                        help="clients connect straight to the services node (default without --login)")
+    _add_up_options(slurm, argparse.SUPPRESS)
+    d = lambda name: _spec_default(name, SlurmOptions)  # noqa: E731
+    jobs = slurm.add_argument_group("services job")
+    jobs.add_argument("--partition", help="partition of the services job (and of worker jobs, unless --worker-queue)")
+    jobs.add_argument("--account", help="account to charge")
+    jobs.add_argument("--time", default=d("time"), help="walltime of the services job (default %(default)s)")
+    jobs.add_argument("--cpus", type=int, default=d("cpus"), help="cores of the services job (default %(default)s)")
+    jobs.add_argument("--memory", default=d("memory"), help="memory of the services job (default %(default)s)")
+    workers = slurm.add_argument_group("worker jobs (dask-jobqueue SLURMCluster, adaptive)")
+    workers.add_argument("--min-jobs", type=int, default=d("min_jobs"), help="adaptive minimum of worker jobs (default %(default)s)")
+    workers.add_argument("--max-jobs", type=int, default=d("max_jobs"), help="adaptive maximum of worker jobs (default %(default)s)")
+    workers.add_argument("--worker-memory", default=d("worker_memory"), help="memory per worker job (default %(default)s)")
+    workers.add_argument("--worker-walltime", default=d("worker_walltime"), help="walltime per worker job; --lifetime stays below it")
+    workers.add_argument("--worker-queue", help="partition of worker jobs (default: --partition)")
+    workers.add_argument("--job-extra", action="append", default=[], help="extra #SBATCH option for worker jobs (repeatable)")
+    workers.add_argument("--worker-tmpdir", default=d("worker_tmpdir"), help="node-local scratch for workers")
+    workers.add_argument("--local-workers", type=int, default=d("local_workers"),
+                         help="single-node variant: N workers inside the services job, no worker jobs")
+    slurm.add_argument("--sif-dir", default=d("sif_dir"), help="where the SIFs live on the cluster (default %(default)s)")
 
-    up = commands.add_parser("up", help="bring a stack up and print its environment")
-    methods = up.add_subparsers(dest="method", required=True, metavar="METHOD")
+
+def _parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="seamless-stack", description="Deploy the Seamless compute stack.")
+    parser.add_argument("--version", action="version", version=f"seamless-stack {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
+
+    up = commands.add_parser("up", help="bring a stack up (or converge the one that runs) and print its environment")
+    methods = up.add_subparsers(dest="method", required=True, metavar="METHOD", parser_class=Parser)
     local = methods.add_parser("local", help="Docker Compose on this machine")
-    _add_up_options(local, "--bind", default="127.0.0.1", help="interface to publish ports on (default 127.0.0.1)")
+    _add_up_options(local, "interface to publish ports on (default 127.0.0.1)")
     remote = methods.add_parser("remote", help="Docker Compose on a remote Docker host, reached over SSH")
     remote.add_argument("--host", required=True, help="USER@HOST[:PORT] of the remote Docker host (ssh, with your ~/.ssh/config)")
     access = remote.add_mutually_exclusive_group()
@@ -61,44 +114,20 @@ def _parser() -> argparse.ArgumentParser:
                         help="(default) services on the remote's 127.0.0.1; reach them with `seamless-stack tunnel`")
     access.add_argument("--direct", dest="access", action="store_const", const="direct",
                         help="clients connect straight to the remote's published ports (see --bind)")
-    _add_up_options(remote, "--bind", default=None,
-                    help="with --direct: remote interface to publish on (default 0.0.0.0; clients then use the host name)")
+    _add_up_options(remote, "with --direct: remote interface to publish on (default 0.0.0.0; clients then use the host name)")
+    _add_slurm_options(methods.add_parser("slurm", help="Apptainer containers under Slurm: a services job, workers on demand"))
 
-    slurm = methods.add_parser("slurm", help="Apptainer containers under Slurm: a services job, workers on demand")
-    slurm.add_argument("--login", help="USER@HOST[:PORT] of the login node, when running from a workstation (over SSH)")
-    slurm_access = slurm.add_mutually_exclusive_group()
-    slurm_access.add_argument("--ssh", dest="access", action="store_const", const="ssh",
-                              help="(default with --login) reach the services through `seamless-stack tunnel`")
-    slurm_access.add_argument("--direct", dest="access", action="store_const", const="direct",
-                              help="clients connect straight to the services node (default without --login)")
-    _add_up_options(slurm, "--bind", default="0.0.0.0", help=argparse.SUPPRESS)
-    jobs = slurm.add_argument_group("services job")
-    jobs.add_argument("--partition", help="partition of the services job (and of worker jobs, unless --worker-queue)")
-    jobs.add_argument("--account", help="account to charge")
-    jobs.add_argument("--time", default="72:00:00", help="walltime of the services job (default 72:00:00)")
-    jobs.add_argument("--cpus", type=int, default=3, help="cores of the services job (default 3)")
-    jobs.add_argument("--memory", default="4G", help="memory of the services job (default 4G)")
-    workers = slurm.add_argument_group("worker jobs (dask-jobqueue SLURMCluster, adaptive)")
-    workers.add_argument("--min-jobs", type=int, default=0, help="adaptive minimum of worker jobs (default 0)")
-    workers.add_argument("--max-jobs", type=int, default=4, help="adaptive maximum of worker jobs (default 4)")
-    workers.add_argument("--worker-memory", default="4GB", help="memory per worker job (default 4GB)")
-    workers.add_argument("--worker-walltime", default="01:00:00", help="walltime per worker job; --lifetime stays below it")
-    workers.add_argument("--worker-queue", help="partition of worker jobs (default: --partition)")
-    workers.add_argument("--job-extra", action="append", default=[], help="extra #SBATCH line for worker jobs (repeatable)")
-    workers.add_argument("--worker-tmpdir", default="${TMPDIR:-/tmp}", help="node-local scratch for workers")
-    workers.add_argument("--local-workers", type=int, default=0,
-                         help="single-node variant: N workers inside the services job, no worker jobs")
-    slurm.add_argument("--sif-dir", default="~/.seamless/sif", help="where the SIFs live on the cluster (default ~/.seamless/sif)")
-
-    down = commands.add_parser("down", help="stop and remove a stack's containers (data stays)")
-    _add_name(down)
-
-    status = commands.add_parser("status", help="services, ports, health, workers, directories")
-    _add_name(status)
+    for command, text in (("down", "stop and remove a stack's containers or jobs (data stays)"),
+                          ("status", "services, ports, health, workers, storage; exit 1 when unhealthy")):
+        _add_name(commands.add_parser(command, help=text))
 
     env = commands.add_parser("env", help="print the environment for Seamless clients")
     _add_name(env)
     env.add_argument("--format", choices=FORMATS, default="shell")
+
+    restart = commands.add_parser("restart", help="restart one service of a Compose stack")
+    _add_name(restart)
+    restart.add_argument("service", choices=ROLES)
 
     tunnel = commands.add_parser("tunnel", help="SSH forwards to a remote stack's services; blocks until Ctrl-C")
     _add_name(tunnel)
@@ -107,11 +136,11 @@ def _parser() -> argparse.ArgumentParser:
 
     logs = commands.add_parser("logs", help="service logs")
     _add_name(logs)
-    logs.add_argument("service", nargs="?", help="hashserver, database, scheduler or worker (default: all)")
+    logs.add_argument("service", nargs="?", choices=ROLES, help="hashserver, database, scheduler or worker (default: all)")
     logs.add_argument("--tail", type=int, help="last N lines per container")
 
     imgs = commands.add_parser("images", help="build the images")
-    image_commands = imgs.add_subparsers(dest="images_command", required=True, metavar="ACTION")
+    image_commands = imgs.add_subparsers(dest="images_command", required=True, metavar="ACTION", parser_class=Parser)
     base = image_commands.add_parser("base", help="make seamless-stack/base:bookworm from Debian packages (no registry)")
     base.add_argument("--force", action="store_true", help="remake it even if it exists")
     build = image_commands.add_parser("build", help="build the four images (only what is missing)")
@@ -119,38 +148,33 @@ def _parser() -> argparse.ArgumentParser:
     build.add_argument("--worker-requirements", help="pip requirements file for a derived worker image")
     build.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
     image_commands.add_parser("list", help="the image tags `up` would use, with sizes")
-    sif = image_commands.add_parser("sif", help="Apptainer SIFs of the images (built where apptainer runs)")
-    sif.add_argument("--out", default="~/.seamless/sif", help="folder for the SIFs (default ~/.seamless/sif; with --login: there)")
-    sif.add_argument("--login", help="USER@HOST[:PORT]: build the SIFs on that machine (a Slurm login node) over SSH")
-    sif.add_argument("--worker-requirements", help="pip requirements file: also the SIF of a derived worker image")
+    sif_parser = image_commands.add_parser("sif", help="Apptainer SIFs of the images (built where apptainer runs)")
+    sif_parser.add_argument("--out", default=option_default(SlurmOptions, "sif_dir"),
+                            help="folder for the SIFs (default %(default)s; with --login: there)")
+    sif_parser.add_argument("--login", help="USER@HOST[:PORT]: build the SIFs on that machine (a Slurm login node) over SSH")
+    sif_parser.add_argument("--worker-requirements", help="pip requirements file: also the SIF of a derived worker image")
     return parser
 
 
 def _up(args) -> int:
-    remote = {}
+    remote, slurm = None, None
     if args.method == "slurm":
-        access = args.access or ("ssh" if args.login else "direct")
-        remote = {"remote": args.login, "access": access, "slurm": SlurmOptions(
+        remote = args.login
+        slurm = SlurmOptions(
             partition=args.partition, account=args.account, time=args.time, cpus=args.cpus, memory=args.memory,
             min_jobs=args.min_jobs, max_jobs=args.max_jobs, worker_memory=args.worker_memory,
             worker_walltime=args.worker_walltime, worker_queue=args.worker_queue, job_extra=tuple(args.job_extra),
             worker_tmpdir=args.worker_tmpdir, local_workers=args.local_workers, sif_dir=args.sif_dir,
-        )}
+        )
     elif args.method == "remote":
-        access = args.access or "ssh"
-        remote = {"remote": args.host, "access": access}
-        if args.bind is None:
-            args.bind = "0.0.0.0" if access == "direct" else "127.0.0.1"
+        remote = args.host
     spec = build_spec(
         name=args.name, method=args.method, port_range=args.port_range, scheduler_port=args.scheduler_port,
         workers=args.workers, threads=args.threads, bind=args.bind, buffer_dir=args.buffer_dir,
         database_dir=args.database_dir, worker_requirements=args.worker_requirements,
-        base_image=args.base_image, timeout=args.timeout, tls=args.tls, **remote,
+        base_image=args.base_image, timeout=args.timeout, tls=args.tls, remote=remote,
+        access=getattr(args, "access", None), slurm=slurm,
     )
-    if spec.bind not in ("127.0.0.1", "::1") and spec.method != "slurm":
-        where = f"{spec.remote.host}'s " if spec.remote else ""
-        progress(f"WARNING: services are published on {where}{spec.bind} without authentication: "
-                 "anyone who reaches that address can read and write your data (use --ssh to avoid this)")
     deployment = api.up(spec, progress)
     sys.stdout.write(render(deployment.connection().variables(), args.format))
     return 0
@@ -159,13 +183,13 @@ def _up(args) -> int:
 def _status(args) -> int:
     report = api.status(args.name)
     d = report.deployment
-    if d.method == "slurm":
-        where = f"services job {d.slurm.get('job_id')} on {d.slurm.get('node')} ({d.host_name}), via {d.slurm.get('login')}"
+    if d.slurm:
+        where = f"services job {d.slurm.job_id} on {d.slurm.node} ({d.host_name}), via {d.slurm.login}"
     else:
         where = f"Compose project {d.project}" + (f" on {d.ssh_destination}" if d.ssh_destination else "") + f", published on {d.bind}"
     print(f"stack {d.name!r} ({d.method}, {d.access}): {where}")
     rows = [("SERVICE", "CONTAINER/JOB", "STATE", "HEALTH", "PORT", "ANSWERS")]
-    rows += [(s.service, s.container, s.state, s.health, s.port, s.answer) for s in report.services]
+    rows += [(s.service, s.where, s.state, s.health, s.port, s.answer) for s in report.services]
     if len(rows) == 1:
         rows.append(("-", "none running", "-", "-", "-", "-"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -173,6 +197,10 @@ def _status(args) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print(f"workers: {report.workers_ready}")
     print(f"buffers: {d.buffer_dir}\ndatabase: {d.database_dir}\nenvironment: {d.env_file}")
+    if not report.healthy:
+        print(f"seamless-stack: error: stack {d.name!r} is not healthy ({'; '.join(report.problems)}): "
+              f"`seamless-stack up {d.method} --name {d.name}` with its options starts again what stopped", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -190,7 +218,9 @@ def _images(args) -> int:
     elif args.images_command == "sif":
         requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
         tags = images.build_images(docker, worker_requirements=requirements, progress=progress)
-        for role, path in api.build_sifs(tags, args.out, args.login, progress).items():
+        shell = shell_for(Destination.parse(args.login) if args.login else None)
+        home = shell.run('echo "$HOME"').strip()
+        for role, path in sif.build_sifs(shell, tags, absolute(args.out, home), progress).items():
             print(f"{role}\t{path}")
     elif args.images_command == "build":
         requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
@@ -209,35 +239,63 @@ def _images(args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def _tunnel(args) -> int:
+    port_range = parse_port_range(args.port_range, os.environ)
     try:
-        if args.command == "up":
-            return _up(args)
-        if args.command == "down":
-            api.down(args.name, progress)
-        elif args.command == "status":
-            return _status(args)
-        elif args.command == "env":
-            sys.stdout.write(api.env(args.name, args.format))
-        elif args.command == "tunnel":
-            port_range = parse_port_range(args.port_range, os.environ)
-            try:
-                api.tunnel(args.name, args.format, on_ready=lambda text: (sys.stdout.write(text), sys.stdout.flush()),
-                           progress=progress, port_range=port_range)
-            except KeyboardInterrupt:
-                return 0
-        elif args.command == "logs":
-            sys.stdout.write(api.logs(args.name, args.service, args.tail))
-        elif args.command == "images":
-            return _images(args)
-        return 0
+        api.tunnel(args.name, args.format, on_ready=lambda text: (sys.stdout.write(text), sys.stdout.flush()),
+                   progress=progress, port_range=port_range)
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _run(args) -> int:
+    if args.command == "up":
+        return _up(args)
+    if args.command == "status":
+        return _status(args)
+    if args.command == "images":
+        return _images(args)
+    if args.command == "tunnel":
+        return _tunnel(args)
+    if args.command == "down":
+        api.down(args.name, progress)
+    elif args.command == "env":
+        sys.stdout.write(api.env(args.name, args.format))
+    elif args.command == "restart":
+        api.restart(args.name, args.service, progress)
+    elif args.command == "logs":
+        sys.stdout.write(api.logs(args.name, args.service, args.tail))
+    return 0
+
+
+def _one_line(text: str) -> str:
+    return " | ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        return _run(_parser().parse_args(argv))
     except StackError as exc:
-        print(f"seamless-stack: error: {exc}", file=sys.stderr)
-        return 2
+        message, code = str(exc), 2
+    except DockerException as exc:
+        message = f"docker failed ({_one_line(exc.stderr or exc.stdout or exc)[-300:]}): check the Docker engine and try again"
+        code = 2
+    except subprocess.TimeoutExpired as exc:
+        message, code = f"`{_one_line(exc.cmd)[:80]}` did not finish within {exc.timeout:.0f}s: check that machine and try again", 2
+    except OSError as exc:
+        message, code = f"{exc.strerror or exc} ({exc.filename or 'no file'}): check that path and its permissions", 2
     except KeyboardInterrupt:
         print("seamless-stack: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: still one line, and how to get the details
+        if os.environ.get("SEAMLESS_STACK_DEBUG"):
+            raise
+        message = (f"unexpected {type(exc).__name__} ({_one_line(exc)[:200]}): please report it; "
+                   "SEAMLESS_STACK_DEBUG=1 shows the traceback")
+        code = 1
+    print(f"seamless-stack: error: {_one_line(message)}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -35,6 +35,12 @@ def _get(url: str, timeout: float = 2.0) -> str:
         return response.read().decode(errors="replace")
 
 
+def _not_answering(exc: Exception) -> bool:
+    """Refused, reset or timed out: a service that is still starting, not a failure."""
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, (ConnectionError, TimeoutError, OSError)) or isinstance(exc, (ConnectionError, TimeoutError))
+
+
 @dataclass
 class HttpWait:
     """GET url answers 200 and its body contains `expect`."""
@@ -47,10 +53,12 @@ class HttpWait:
         try:
             body = _get(self.url)
         except Exception as exc:  # connection refused, reset, timeout...
-            return False, f"{self.url}: {getattr(exc, 'reason', exc)}"
+            if _not_answering(exc):
+                return False, "starting"
+            return False, f"answers {getattr(exc, 'reason', exc)}"
         if self.expect in body:
             return True, "ok"
-        return False, f"{self.url} answered {body[:80]!r}"
+        return False, f"answers {body[:60]!r}"
 
 
 @dataclass
@@ -65,11 +73,12 @@ class SeamlessWorkersWait:
         try:
             report = json.loads(_get(self.url))
         except Exception as exc:
-            return False, f"scheduler readiness: {getattr(exc, 'reason', exc)}"
+            return False, "scheduler starting" if _not_answering(exc) else f"scheduler answers {getattr(exc, 'reason', exc)}"
         if not report.get("plugin"):
-            return False, "Seamless worker plugin not registered on the scheduler"
+            return False, "scheduler setting up the Seamless plugin"
         ready = report.get("seamless_workers", 0)
-        detail = f"{ready}/{self.count} workers Seamless-ready ({report.get('workers', 0)} connected)"
+        connected = report.get("workers", 0)
+        detail = f"{ready}/{self.count} workers ready" + (f" ({connected} connected)" if connected != ready else "")
         return ready >= self.count, detail
 
 
@@ -108,9 +117,9 @@ def wait_until_ready(
             if ok:
                 pending.remove(wait)
         elapsed = time.monotonic() - start
-        report = ", ".join(f"{w.service}: {details[w.service]}" for w in pending)
+        report = ", ".join(details[w.service] if w.service == "worker" else f"{w.service} {details[w.service]}" for w in pending)
         if report and report != last_report:
-            progress(f"[{elapsed:5.1f}s] waiting for {report}")
+            progress(f"[{elapsed:5.1f}s] {report}")
             last_report = report
         if not pending:
             break

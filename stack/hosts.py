@@ -4,6 +4,7 @@ LocalHost is this machine. SSHDockerHost is a remote machine reached over SSH: i
 is driven through the docker CLI's ssh:// transport (Compose runs here, so the remote
 needs Docker but no Compose), its directories and ports are checked with one SSH call,
 and images are copied over with `docker save | ssh docker load` (no registry).
+Both prepare storage with the same shell script (storage.py), run through their Shell.
 """
 
 from __future__ import annotations
@@ -15,12 +16,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import docker_tools, ssh
+from . import docker_tools
 from .errors import StackError
+from .layout import UNPRIVILEGED_ID, StackFiles
 from .ports import port_is_free
-from .spec import expand
+from .shell import CommandFailed, LocalShell, SSHShell, quote, stream
+from .ssh import Destination, explain_ssh_failure
+from .storage import prepare_dirs
 
 Progress = Callable[[str], None]
+
+
+def service_ids(uid: int, gid: int) -> tuple[int, int]:
+    """The services never run as root: root's stacks run as an unprivileged UID:GID."""
+    return (UNPRIVILEGED_ID, UNPRIVILEGED_ID) if uid == 0 else (uid, gid)
 
 
 class LocalHost:
@@ -28,7 +37,9 @@ class LocalHost:
     name = socket.gethostname()
 
     def __init__(self) -> None:
-        self.uid, self.gid = os.getuid(), os.getgid()
+        self.shell = LocalShell()
+        self.home = os.environ.get("HOME", str(Path.home()))
+        self.uid, self.gid = service_ids(os.getuid(), os.getgid())
 
     def check_bind(self, address: str) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -43,20 +54,7 @@ class LocalHost:
         return port_is_free(port, bind)
 
     def prepare_dirs(self, dirs: dict[str, str]) -> dict[str, str]:
-        """Create the storage directories if missing and prove they are writable."""
-        resolved = {}
-        for what, raw in dirs.items():
-            path = expand(raw, os.environ)
-            if path.exists() and not path.is_dir():
-                raise StackError(f"{what} {path} is not a directory", f"choose a directory as {what}")
-            try:
-                path.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StackError(f"cannot create {what} {path} ({exc.strerror})", f"choose a writable {what}") from None
-            if not os.access(path, os.W_OK | os.X_OK):
-                raise StackError(f"{what} {path} is not writable", f"fix its permissions or choose another {what}")
-            resolved[what] = str(path)
-        return resolved
+        return prepare_dirs(self.shell, self.home, dirs, owner=(self.uid, self.gid))
 
     def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:
         """Images are built here: nothing to move."""
@@ -64,28 +62,6 @@ class LocalHost:
     def install_tls(self, folder: Path, name: str) -> str:
         """The certificate folder is already here."""
         return str(folder)
-
-
-def remote_path(raw: str, home: str) -> str:
-    """A path as given for another machine: `~/x` and relative paths are in that user's home."""
-    return raw if raw.startswith("/") else f"{home}/{raw[2:] if raw.startswith('~/') else raw}"
-
-
-def prepare_remote_dirs(run: Callable[[str], str], home: str, where: str, dirs: dict[str, str]) -> dict[str, str]:
-    """Create and check storage directories with a shell elsewhere; `~` and relative paths
-    are taken from that user's home. Returns what -> absolute path."""
-    problems = {"NOTDIR": "is not a directory", "NOMKDIR": "cannot be created", "NOWRITE": "is not writable"}
-    resolved = {}
-    for what, raw in dirs.items():
-        path = remote_path(raw, home)
-        script = (f'd={ssh._quote(path)}; [ -e "$d" ] && [ ! -d "$d" ] && {{ echo NOTDIR; exit 0; }}; '
-                  f'mkdir -p -- "$d" 2>/dev/null || {{ echo NOMKDIR; exit 0; }}; '
-                  f'[ -w "$d" ] && [ -x "$d" ] || {{ echo NOWRITE; exit 0; }}; cd -- "$d" && pwd -P')
-        answer = run(script).strip()
-        if answer in problems:
-            raise StackError(f"{what} {path} on {where} {problems[answer]}", f"choose another {what} there, or fix its permissions")
-        resolved[what] = answer
-    return resolved
 
 
 def listening_ports(proc_net_tcp: str) -> set[int]:
@@ -111,12 +87,15 @@ cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
 
 @dataclass
 class SSHDockerHost:
-    destination: ssh.Destination
+    destination: Destination
     uid: int = 0
     gid: int = 0
     home: str = ""
     docker_version: str = ""
     busy: set[int] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.shell = SSHShell(self.destination)
 
     @property
     def docker_host(self) -> str:
@@ -128,7 +107,7 @@ class SSHDockerHost:
 
     def probe(self) -> "SSHDockerHost":
         """One SSH round trip: Docker there and usable, who we are, which ports listen."""
-        out = ssh.run(self.destination, PROBE)
+        out = self.shell.run(PROBE, what="probing the Docker host")
         first = out.splitlines()[0] if out else ""
         if first.startswith("NO-DOCKER"):
             raise StackError(f"no Docker on {self.destination}", "install a Docker engine there (Debian: scripts/install-docker-debian.sh)")
@@ -140,7 +119,7 @@ class SSHDockerHost:
             if key == "DOCKER":
                 self.docker_version = value
             elif key == "ID":
-                self.uid, self.gid = (int(x) for x in value.split())
+                self.uid, self.gid = service_ids(*(int(x) for x in value.split()))
             elif key == "HOME":
                 self.home = value
         self.busy = listening_ports(out)
@@ -153,16 +132,15 @@ class SSHDockerHost:
         return port not in self.busy
 
     def prepare_dirs(self, dirs: dict[str, str]) -> dict[str, str]:
-        """Create and check the directories *on the remote*: Compose would otherwise create
-        missing bind-mount sources there silently, empty and owned by root."""
-        return prepare_remote_dirs(lambda script: ssh.run(self.destination, script), self.home, str(self.destination), dirs)
+        """On the remote: Compose would otherwise create missing bind-mount sources there
+        silently, empty and owned by root."""
+        return prepare_dirs(self.shell, self.home, dirs, owner=(self.uid, self.gid))
 
     def install_tls(self, folder: Path, name: str) -> str:
         """Copy the stack's certificate and key to the remote (mode 600), for its containers."""
-        target = f"{self.home}/.seamless/stacks/{name}.tls"
+        target = StackFiles.of(name).remote_tls(self.home)
         for file in sorted(folder.iterdir()):
-            script = f"umask 077; mkdir -p {ssh._quote(target)} && cat > {ssh._quote(target + '/' + file.name)}"
-            ssh.run(self.destination, script, input=file.read_bytes())
+            self.shell.write(f"{target}/{file.name}", file.read_bytes(), mode="600")
         return target
 
     def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:
@@ -183,13 +161,12 @@ class SSHDockerHost:
         progress(f"copied {sent / 1e6:.0f} MB in {seconds:.1f}s ({sent / 1e6 / max(seconds, 0.001):.0f} MB/s)")
 
 
-def copy_images(tags: list[str], destination: ssh.Destination, progress: Progress) -> int:
+def copy_images(tags: list[str], destination: Destination, progress: Progress) -> int:
     """`docker save TAGS | ssh docker load`: shared layers travel once. Returns bytes sent."""
     try:
-        sent, _ = ssh.stream([docker_tools.docker_binary(), "save", *tags],
-                             destination.ssh_args() + ["docker", "load", "--quiet"], progress)
-    except ssh.RemoteCommandFailed as exc:
+        return stream([docker_tools.docker_binary(), "save", *tags],
+                      SSHShell(destination).argv("docker load --quiet"), progress)
+    except CommandFailed as exc:
         if exc.code == 255:
-            raise ssh.explain_ssh_failure(destination, exc.stderr) from None
-        raise StackError(f"docker load on {destination} failed: {exc.stderr}", "check disk space and Docker there") from None
-    return sent
+            raise explain_ssh_failure(destination, exc.stderr) from None
+        raise StackError(f"docker load on {destination} failed ({exc.stderr.strip()[-200:]})", "check disk space and Docker there") from None

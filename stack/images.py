@@ -21,7 +21,7 @@ from python_on_whales import DockerClient, DockerException
 
 from . import airgap, docker_tools
 from .errors import StackError
-from .plan import ROLES
+from .layout import ROLES
 from .resources import images_dir
 
 DEFAULT_BASE = "debian:bookworm-slim"

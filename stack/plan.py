@@ -1,44 +1,80 @@
-"""Deployment: a StackSpec resolved into concrete ports, directories, images and addresses.
+"""Deployment: a StackSpec resolved into concrete directories, images and addresses.
 
 A Deployment is everything a backend needs and everything `down`/`status`/`env`/`tunnel`
-need later, so it is also what the state record stores.
+need later, so it is also what the state record stores. What only one kind of backend
+needs sits in its own typed record (ComposeRecord, SlurmRecord). Where the services
+listen (Placement) is known at plan time for Compose, and once the services job runs
+for Slurm (its node picks the ports): until then it is None, never a made-up value.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Iterable
 
 from .connection import Connection
+from .layout import PORTS, StackFiles, compose_project
 from .ports import allocate_ports
-from .spec import SERVICES, StackSpec, stacks_dir
+from .spec import StackSpec
 
-ROLES = ("hashserver", "database", "scheduler", "worker")
 WILDCARDS = ("0.0.0.0", "::")
+METHODS = ("local", "remote", "slurm")
+
+
+@dataclass(frozen=True)
+class Placement:
+    host_name: str  # where the services listen, as clients and ssh know it
+    ports: dict[str, int]  # hashserver, database, scheduler, dashboard
+
+
+@dataclass(frozen=True)
+class ComposeRecord:
+    images: dict[str, str]  # role -> image tag
+    uid: int  # the services run as uid:gid (never 0)
+    gid: int
+    docker_host: str | None = None  # DOCKER_HOST for a remote engine (ssh://...)
+    host_tls_dir: str | None = None  # the Dask TLS folder on the Docker host, for the containers
+
+
+@dataclass(frozen=True)
+class SlurmRecord:
+    stack_dir: str  # the stack's folder on the cluster's shared file system
+    sifs: dict[str, str]  # role -> SIF path on the cluster
+    mode: str  # adaptive (worker jobs) | local (workers inside the services job)
+    login: str  # where Slurm commands run: "this machine" or USER@HOST
+    job_id: str | None = None  # the services job, once submitted
+    node: str | None = None  # its node, once it runs
 
 
 @dataclass(frozen=True)
 class Deployment:
     name: str
-    method: str  # local | remote
-    project: str
-    ports: dict[str, int]  # hashserver, database, scheduler, dashboard (on the Docker host)
-    images: dict[str, str]  # role -> image tag
+    method: str  # local | remote | slurm
     workers: int
     threads: int
     bind: str
-    buffer_dir: str  # paths on the Docker host
+    buffer_dir: str  # paths where the services run
     database_dir: str
     env_file: str
-    uid: int
-    gid: int
-    host_name: str  # the Docker host's name, as clients and ssh know it
-    docker_host: str | None = None  # DOCKER_HOST for a remote engine (ssh://...)
-    ssh_destination: str | None = None  # USER@HOST[:PORT] for tunnels and remote commands
+    settings: dict[str, str]  # the spec's settings that define the stack: `up` compares them
     access: str = "direct"  # direct: clients reach the published ports; ssh: through tunnels
-    tls_dir: str | None = None  # Dask TLS certificate: here, for clients...
-    host_tls_dir: str | None = None  # ...and on the Docker host, for the containers
-    slurm: dict | None = None  # job_id, stack_dir, sifs, mode: what `down`/`status`/`logs` need
+    ssh_destination: str | None = None  # USER@HOST[:PORT] for tunnels and remote commands
+    tls_dir: str | None = None  # Dask TLS certificate folder here, for clients
+    placement: Placement | None = None
+    compose: ComposeRecord | None = None
+    slurm: SlurmRecord | None = None
+
+    @property
+    def project(self) -> str:
+        return compose_project(self.name)
+
+    @property
+    def ports(self) -> dict[str, int]:
+        return self.placement.ports if self.placement else {}
+
+    @property
+    def host_name(self) -> str:
+        return self.placement.host_name if self.placement else "?"
 
     @property
     def tunnel_target(self) -> str:
@@ -46,8 +82,14 @@ class Deployment:
         host) or the node that runs the services (Slurm, through the login node)."""
         return self.host_name if self.method == "slurm" else "127.0.0.1"
 
+    def placed(self, placement: Placement, **slurm_changes) -> "Deployment":
+        slurm = replace(self.slurm, **slurm_changes) if self.slurm else None
+        return replace(self, placement=placement, slurm=slurm)
+
     def connection(self, local_ports: dict[str, int] | None = None) -> Connection:
         """Addresses for clients: the published ports, or tunnel ends on 127.0.0.1."""
+        if self.placement is None:
+            raise ValueError(f"stack {self.name!r} has no placement yet")
         if local_ports is not None:
             host, ports = "127.0.0.1", local_ports
         elif self.bind not in WILDCARDS:
@@ -61,86 +103,86 @@ class Deployment:
             scheduler_port=ports["scheduler"],
             dashboard_port=ports["dashboard"],
             seamless_workers=self.threads,
-            ssh_host=(self.slurm or {}).get("node", self.host_name),
+            ssh_host=(self.slurm.node if self.slurm and self.slurm.node else self.host_name),
             ssh_ports=dict(self.ports),
             direct=self.access == "direct" or local_ports is not None,
             tls_dir=self.tls_dir,
         )
-
-    def compose_environment(self) -> dict[str, str]:
-        """The variables compose/compose.yaml is parametrised by."""
-        return {
-            "STACK_UID": str(self.uid),
-            "STACK_GID": str(self.gid),
-            "STACK_BIND": self.bind,
-            "HASHSERVER_IMAGE": self.images["hashserver"],
-            "DATABASE_IMAGE": self.images["database"],
-            "SCHEDULER_IMAGE": self.images["scheduler"],
-            "WORKER_IMAGE": self.images["worker"],
-            "HASHSERVER_PORT": str(self.ports["hashserver"]),
-            "DATABASE_PORT": str(self.ports["database"]),
-            "SCHEDULER_PORT": str(self.ports["scheduler"]),
-            "DASHBOARD_PORT": str(self.ports["dashboard"]),
-            "HASHSERVER_BUFFER_DIR": self.buffer_dir,
-            "DATABASE_DIR": self.database_dir,
-            "THREADS": str(self.threads),
-            **({"TLS_DIR": self.host_tls_dir} if self.host_tls_dir else {}),
-        }
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "Deployment":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """Rebuild from a state record; ValueError/TypeError/KeyError if it is not one."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a record is a JSON object, not {type(data).__name__}")
+        known = {f.name for f in fields(cls)} - {"placement", "compose", "slurm"}
+        nested = {"placement": Placement, "compose": ComposeRecord, "slurm": SlurmRecord}
+        values = {k: v for k, v in data.items() if k in known}
+        for key, kind in nested.items():
+            values[key] = kind(**data[key]) if data.get(key) is not None else None
+        deployment = cls(**values)
+        deployment.validate()
+        return deployment
+
+    def validate(self) -> None:
+        checks = [
+            (isinstance(self.name, str), "name"), (self.method in METHODS, "method"),
+            (isinstance(self.workers, int) and isinstance(self.threads, int), "workers/threads"),
+            (all(isinstance(v, str) for v in (self.bind, self.buffer_dir, self.database_dir, self.env_file)), "paths"),
+            (isinstance(self.settings, dict), "settings"),
+            (self.placement is None or (isinstance(self.placement.ports, dict) and set(self.placement.ports) == set(PORTS)
+                                        and all(isinstance(p, int) for p in self.placement.ports.values())), "ports"),
+            ((self.compose is None) != (self.slurm is None), "backend record"),
+        ]
+        wrong = [what for ok, what in checks if not ok]
+        if wrong:
+            raise ValueError(f"wrong or missing {', '.join(wrong)}")
 
 
-def make_plan(
+def _common(spec: StackSpec, buffer_dir: str, database_dir: str, workers: int) -> dict:
+    return dict(
+        name=spec.name, method=spec.method, workers=workers, threads=spec.threads, bind=spec.bind,
+        buffer_dir=buffer_dir, database_dir=database_dir,
+        env_file=str(spec.env_file or StackFiles.of(spec.name).env), settings=spec.settings(),
+        access=spec.access, ssh_destination=str(spec.remote) if spec.remote else None,
+    )
+
+
+def compose_plan(
     spec: StackSpec,
     images: dict[str, str],
     host,
+    dirs: tuple[str, str],
     *,
     reserved_ports: Iterable[int] = (),
     tls_dirs: tuple[str, str] | None = None,
 ) -> Deployment:
-    """Allocate ports on the Docker host and fix every address. Checks storage; starts nothing.
+    """Allocate ports on the Docker host and fix every address. Starts nothing.
 
-    host: hosts.LocalHost or hosts.SSHDockerHost (check_bind, is_free, prepare_dirs, uid, gid).
+    host: hosts.LocalHost or hosts.SSHDockerHost (is_free, uid, gid, name, docker_host).
+    dirs: the storage directories, checked on the Docker host.
     tls_dirs: (here, on the Docker host) folders of the stack's TLS certificate, if any.
     """
-    host.check_bind(spec.bind)
-    dirs = host.prepare_dirs({
-        "buffer directory (--buffer-dir / HASHSERVER_BUFFER_DIR)": spec.buffer_dir,
-        "database directory (--database-dir / DATABASE_DIR)": spec.database_dir,
-    })
-    buffer_dir, database_dir = dirs.values()
     ports = allocate_ports(
-        SERVICES,
+        PORTS,
         spec.port_range,
         is_free=lambda port: host.is_free(port, spec.bind),
-        fixed={"scheduler": spec.scheduler_port} if spec.scheduler_port else None,
+        fixed={"scheduler": spec.scheduler_port} if spec.scheduler_port is not None else None,
         reserved=reserved_ports,
     )
-    env_file = spec.env_file or stacks_dir() / f"{spec.name}.env"
     return Deployment(
-        name=spec.name,
-        method=spec.method,
-        project=spec.project,
-        ports=ports,
-        images=images,
-        workers=spec.workers,
-        threads=spec.threads,
-        bind=spec.bind,
-        buffer_dir=buffer_dir,
-        database_dir=database_dir,
-        env_file=str(env_file),
-        uid=host.uid,
-        gid=host.gid,
-        host_name=host.name,
-        docker_host=host.docker_host,
-        ssh_destination=str(spec.remote) if spec.remote else None,
-        access=spec.access,
+        **_common(spec, *dirs, workers=spec.workers),
         tls_dir=tls_dirs[0] if tls_dirs else None,
-        host_tls_dir=tls_dirs[1] if tls_dirs else None,
+        placement=Placement(host.name, ports),
+        compose=ComposeRecord(images=images, uid=host.uid, gid=host.gid, docker_host=host.docker_host,
+                              host_tls_dir=tls_dirs[1] if tls_dirs else None),
     )
+
+
+def slurm_plan(spec: StackSpec, dirs: tuple[str, str], stack_dir: str, sifs: dict[str, str], login: str) -> Deployment:
+    """Placement comes later: the services job picks its ports on the node it gets."""
+    record = SlurmRecord(stack_dir=stack_dir, sifs=sifs, mode="local" if spec.slurm.local_workers else "adaptive", login=login)
+    workers = spec.slurm.local_workers or spec.slurm.min_jobs
+    return Deployment(**_common(spec, *dirs, workers=workers), slurm=record)

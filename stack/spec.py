@@ -1,7 +1,8 @@
-"""StackSpec: what the user asked for, validated, before anything touches Docker.
+"""StackSpec: what the user asked for, validated, before anything touches Docker or Slurm.
 
-Command-line options win over environment variables, which win over defaults. Every
-check raises StackError with one line that says how to fix the input.
+Command-line options win over environment variables, which win over defaults; the
+defaults live in the dataclass fields below and nowhere else (the CLI reads them from
+here). Every check raises StackError with one line that says how to fix the input.
 """
 
 from __future__ import annotations
@@ -9,25 +10,24 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Mapping
 
 from .errors import StackError
+from .layout import DEFAULT_PORT_RANGE, compose_project, seamless_home
 from .ssh import Destination
 
-DEFAULT_PORT_RANGE = (60000, 60999)
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
-SERVICES = ("hashserver", "database", "scheduler", "dashboard")
-
-
-def seamless_home(environ: Mapping[str, str] = os.environ) -> Path:
-    return Path(environ.get("HOME", str(Path.home()))) / ".seamless"
-
-
-def stacks_dir(environ: Mapping[str, str] = os.environ) -> Path:
-    """Per-stack state records and environment files live here."""
-    return seamless_home(environ) / "stacks"
+SLURM_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")  # partitions, accounts
+MAX_WORKERS, MAX_THREADS, MAX_JOBS, MAX_CPUS = 64, 64, 256, 1024
+MAX_TIMEOUT = 86400
+METHOD_DEFAULTS = {  # access, bind when the user gives none
+    ("local", False): ("direct", "127.0.0.1"),
+    ("remote", False): ("ssh", "127.0.0.1"),
+    ("slurm", False): ("direct", "0.0.0.0"),
+    ("slurm", True): ("ssh", "0.0.0.0"),
+}
 
 
 @dataclass(frozen=True)
@@ -52,17 +52,17 @@ class SlurmOptions:
 
 @dataclass(frozen=True)
 class StackSpec:
-    name: str
+    name: str = "default"
     method: str = "local"
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     scheduler_port: int | None = None
     workers: int = 1
     threads: int = 3
     bind: str = "127.0.0.1"
-    buffer_dir: str = "~/.seamless/buffers"  # a path on the Docker host
+    buffer_dir: str = "~/.seamless/buffers"  # a path where the services run
     database_dir: str = "~/.seamless/database"
     env_file: Path | None = None
-    remote: Destination | None = None  # the remote Docker host, for method "remote"
+    remote: Destination | None = None  # the remote Docker host, or the Slurm login node
     access: str = "direct"  # direct | ssh
     tls: bool = False  # Dask TLS with a per-stack certificate
     slurm: SlurmOptions | None = None
@@ -72,12 +72,31 @@ class StackSpec:
 
     @property
     def project(self) -> str:
-        """Compose project name: one per stack name, so stacks run side by side."""
-        return f"seamless-{self.name}"
+        return compose_project(self.name)
+
+    def settings(self) -> dict[str, str]:
+        """What defines the stack, as text: a second `up` must ask for the same."""
+        skip = {"name", "env_file", "timeout", "slurm"}
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
+        if self.slurm:
+            values.update({f"slurm.{f.name}": getattr(self.slurm, f.name) for f in fields(self.slurm)})
+        return {key: "" if value is None else str(value) for key, value in values.items()}
+
+    def warnings(self) -> list[str]:
+        if self.bind in ("127.0.0.1", "::1") or self.method == "slurm":
+            return []
+        where = f"{self.remote.host}'s " if self.remote else ""
+        return [f"services are published on {where}{self.bind} without authentication: anyone who reaches "
+                "that address can read and write your data (use --ssh to avoid this)"]
+
+
+def option_default(cls, name: str):
+    """The default of a StackSpec/SlurmOptions field: the CLI shows and uses these."""
+    return next(f.default for f in fields(cls) if f.name == name)
 
 
 def validate_name(name: str) -> str:
-    if not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise StackError(
             f"invalid stack name {name!r}",
             "use 1-40 characters: lower-case letters, digits, '-' or '_', starting with a letter or digit",
@@ -113,19 +132,30 @@ def parse_port_range(text: str | None, environ: Mapping[str, str]) -> tuple[int,
     return low, high
 
 
-def parse_bind(address: str) -> str:
+def parse_bind(address: str, method: str) -> str:
     try:
-        return str(ipaddress.ip_address(address))
+        ip = ipaddress.ip_address(address)
     except ValueError:
         raise StackError(
             f"--bind {address!r} is not an IP address",
             "give the interface address to publish on, e.g. 127.0.0.1 (default) or 0.0.0.0",
         ) from None
+    if ip.version == 6 and method != "slurm":
+        raise StackError(f"--bind {address}: IPv6 addresses are not supported for Compose stacks",
+                         "publish on 127.0.0.1 (default) or an IPv4 address; reach it from IPv6 through `seamless-stack tunnel`")
+    return str(ip)
 
 
-def positive(value: int, what: str, minimum: int = 1) -> int:
-    if value < minimum:
-        raise StackError(f"{what} must be at least {minimum}, got {value}")
+def bounded(value: int, what: str, low: int, high: int) -> int:
+    if not isinstance(value, int) or not low <= value <= high:
+        raise StackError(f"{what} must be between {low} and {high}, got {value}", f"give {what} a value in {low}..{high}")
+    return value
+
+
+def one_line(value: str | None, what: str) -> str | None:
+    """Values that land in job scripts or files must not carry a line break or control character."""
+    if value is not None and any(ord(c) < 32 for c in value):
+        raise StackError(f"{what} {value!r} contains a line break or control character", f"give {what} as one plain line")
     return value
 
 
@@ -136,6 +166,7 @@ def resolve_dir(text: str | None, env_name: str, default: Path, environ: Mapping
 
 def expand(raw: str, environ: Mapping[str, str]) -> Path:
     """Like expanduser + resolve, with HOME taken from the given environment."""
+    one_line(raw, "path")
     if raw == "~" or raw.startswith("~/"):
         raw = str(seamless_home(environ).parent) + raw[1:]
     return Path(raw).resolve()
@@ -143,20 +174,20 @@ def expand(raw: str, environ: Mapping[str, str]) -> Path:
 
 def build_spec(
     *,
-    name: str,
+    name: str = "default",
     method: str = "local",
     port_range: str | None = None,
     scheduler_port: str | int | None = None,
     workers: int = 1,
     threads: int = 3,
-    bind: str = "127.0.0.1",
+    bind: str | None = None,
     buffer_dir: str | None = None,
     database_dir: str | None = None,
     worker_requirements: str | None = None,
     base_image: str | None = None,
     timeout: float = 300.0,
     remote: str | None = None,
-    access: str = "direct",
+    access: str | None = None,
     tls: bool = False,
     slurm: SlurmOptions | None = None,
     environ: Mapping[str, str] = os.environ,
@@ -164,19 +195,26 @@ def build_spec(
     """Turn raw options plus the environment into a validated StackSpec (pure: no I/O).
 
     Local storage paths are resolved here; remote ones on the remote (`~` is its home).
+    access and bind default by method (remote: over SSH on the remote's loopback).
     """
+    if method not in ("local", "remote", "slurm"):
+        raise StackError(f"unknown method {method!r}", "choose local, remote or slurm")
     home = seamless_home(environ)
     env_file = environ.get("ENVIRONMENT_OUTPUT_FILE")
     requirements = Path(worker_requirements).resolve() if worker_requirements else None
+    default_access, default_bind = METHOD_DEFAULTS[(method, bool(remote) and method == "slurm")]
+    access = access or default_access
+    if bind is None:
+        bind = "0.0.0.0" if (method == "remote" and access == "direct") else default_bind
     if method == "slurm":
         destination = Destination.parse(remote) if remote else None
-        buffers, database = buffer_dir or "~/.seamless/buffers", database_dir or "~/.seamless/database"
+        buffers, database = one_line(buffer_dir, "--buffer-dir") or "~/.seamless/buffers", one_line(database_dir, "--database-dir") or "~/.seamless/database"
         slurm = validate_slurm(slurm or SlurmOptions())
         if tls:
             raise StackError("--tls is not available for Slurm stacks", "reach them over SSH (--login, the default access) instead")
     elif method == "remote":
         destination = Destination.parse(remote or "")
-        buffers, database = buffer_dir or "~/.seamless/buffers", database_dir or "~/.seamless/database"
+        buffers, database = one_line(buffer_dir, "--buffer-dir") or "~/.seamless/buffers", one_line(database_dir, "--database-dir") or "~/.seamless/database"
         if access == "ssh" and bind != "127.0.0.1":
             raise StackError("--ssh publishes on the remote's 127.0.0.1 only", "drop --bind, or use --direct --bind ADDR")
     else:
@@ -187,16 +225,16 @@ def build_spec(
         name=validate_name(name),
         method=method,
         port_range=parse_port_range(port_range, environ),
-        scheduler_port=parse_port(scheduler_port, "--scheduler-port") if scheduler_port else None,
-        workers=positive(workers, "--workers"),
-        threads=positive(threads, "--threads"),
-        bind=parse_bind(bind),
+        scheduler_port=parse_port(scheduler_port, "--scheduler-port") if scheduler_port is not None else None,
+        workers=bounded(workers, "--workers", 1, MAX_WORKERS),
+        threads=bounded(threads, "--threads", 1, MAX_THREADS),
+        bind=parse_bind(bind, method),
         buffer_dir=buffers,
         database_dir=database,
         env_file=expand(env_file, environ) if env_file else None,
         worker_requirements=requirements,
-        base_image=base_image,
-        timeout=float(positive(int(timeout), "--timeout")),
+        base_image=one_line(base_image, "--base-image"),
+        timeout=float(bounded(int(timeout), "--timeout", 1, MAX_TIMEOUT)),
         remote=destination,
         access=access,
         tls=tls,
@@ -215,8 +253,19 @@ def validate_slurm(options: SlurmOptions) -> SlurmOptions:
     for value, what in ((options.memory, "--memory"), (options.worker_memory, "--worker-memory")):
         if not MEMORY.match(value):
             raise StackError(f"{what} {value!r} is not a memory size", "write it like 4G or 2000M")
-    positive(options.cpus, "--cpus")
-    if options.min_jobs < 0 or options.max_jobs < max(1, options.min_jobs):
+    for value, what in ((options.partition, "--partition"), (options.account, "--account"), (options.worker_queue, "--worker-queue")):
+        if value is not None and not SLURM_NAME.match(value):
+            raise StackError(f"{what} {value!r} is not a Slurm name", "use letters, digits and . _ + - only")
+    for extra in options.job_extra:
+        one_line(extra, "--job-extra")
+        if not extra.startswith("-"):
+            raise StackError(f"--job-extra {extra!r} is not an sbatch option", "give it as an option, e.g. --job-extra=--gres=gpu:1")
+    one_line(options.worker_tmpdir, "--worker-tmpdir")
+    one_line(options.sif_dir, "--sif-dir")
+    bounded(options.cpus, "--cpus", 1, MAX_CPUS)
+    bounded(options.local_workers, "--local-workers", 0, MAX_WORKERS)
+    bounded(options.max_jobs, "--max-jobs", 1, MAX_JOBS)
+    if not 0 <= options.min_jobs <= options.max_jobs:
         raise StackError(f"--min-jobs {options.min_jobs} / --max-jobs {options.max_jobs} make no range",
                          "use 0 <= --min-jobs <= --max-jobs, with --max-jobs at least 1")
     return options

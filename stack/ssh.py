@@ -1,8 +1,8 @@
-"""SSH: run commands on a remote host and forward ports, with the user's own ssh and config.
+"""SSH: destinations, tunnels and SSH errors, with the user's own ssh and config.
 
 Everything goes through the system `ssh` binary (as the docker CLI's ssh:// transport
 does), so ~/.ssh/config, agents and jump hosts work the same for both. Errors are
-classified into one line that says how to fix them.
+classified into one line that says how to fix them. Commands run through shell.SSHShell.
 """
 
 from __future__ import annotations
@@ -58,59 +58,6 @@ def explain_ssh_failure(destination: Destination, stderr: str) -> StackError:
     if "Host key verification failed" in stderr:
         return StackError(f"the host key of {destination} is unknown or changed", "connect once with `ssh` to check and accept it")
     return StackError(f"cannot reach {destination} over SSH ({text})", "check the host name, port and network, and that sshd runs there")
-
-
-def run(destination: Destination, script: str, *, input: bytes | None = None, timeout: float = 120) -> str:
-    """Run a POSIX shell script remotely; return stdout. SSH failures (exit 255) become StackError."""
-    try:
-        result = subprocess.run(destination.ssh_args() + ["sh", "-c", _quote(script)], input=input,
-                                capture_output=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise StackError(f"{destination} did not answer within {timeout:.0f}s", "check the host and network") from None
-    except FileNotFoundError:
-        raise StackError("the ssh command is not installed", "install an OpenSSH client (Debian: apt-get install openssh-client)") from None
-    stderr = result.stderr.decode(errors="replace")
-    if result.returncode == 255:
-        raise explain_ssh_failure(destination, stderr)
-    if result.returncode != 0:
-        raise RemoteCommandFailed(result.returncode, stderr.strip())
-    return result.stdout.decode(errors="replace")
-
-
-class RemoteCommandFailed(Exception):
-    def __init__(self, code: int, stderr: str):
-        self.code, self.stderr = code, stderr
-        super().__init__(f"exit {code}: {stderr}")
-
-
-def _quote(script: str) -> str:
-    return "'" + script.replace("'", "'\"'\"'") + "'"
-
-
-def stream(producer: list[str], consumer: list[str], progress, chunk: int = 1 << 20) -> tuple[int, str]:
-    """Pipe producer's stdout into consumer (e.g. docker save -> ssh docker load), reporting
-    megabytes as they go. Returns (bytes sent, consumer's stderr); raises when either fails."""
-    source = subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    sink = subprocess.Popen(consumer, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    sent, reported = 0, time.monotonic()
-    try:
-        for data in iter(lambda: source.stdout.read(chunk), b""):
-            sink.stdin.write(data)
-            sent += len(data)
-            if time.monotonic() - reported > 3:
-                progress(f"  {sent / 1e6:.0f} MB sent")
-                reported = time.monotonic()
-        sink.stdin.close()
-    except BrokenPipeError:
-        source.kill()
-    source.wait()
-    sink_error = sink.stderr.read().decode(errors="replace")
-    sink.wait()
-    if source.returncode != 0:
-        raise StackError(f"{producer[0]} {producer[1]} failed: {source.stderr.read().decode(errors='replace').strip()}")
-    if sink.returncode != 0:
-        raise RemoteCommandFailed(sink.returncode, sink_error.strip())
-    return sent, sink_error
 
 
 def local_port_open(port: int) -> bool:

@@ -1,27 +1,25 @@
-"""State records: one JSON file per stack name, so `down`, `status` and `env` find a stack later."""
+"""State records: one JSON file per stack name, so `down`, `status` and `env` find a stack later.
+
+A record that cannot be read (corrupt JSON, wrong fields or types) is reported as one
+line about that stack alone: it never breaks `up` or `status` of another stack.
+"""
 
 from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from .errors import StackError
+from .layout import StackFiles, stacks_dir
 from .plan import Deployment
-from .spec import stacks_dir
 
 
-def record_path(name: str) -> Path:
-    return stacks_dir() / f"{name}.json"
-
-
-def save(deployment: Deployment) -> Path:
-    path = record_path(deployment.name)
+def save(deployment: Deployment) -> None:
+    path = StackFiles.of(deployment.name).record
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(deployment.to_dict(), indent=2) + "\n")
     os.replace(tmp, path)
-    return path
 
 
 def known_names() -> list[str]:
@@ -29,17 +27,38 @@ def known_names() -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
 
 
+class CorruptRecord(StackError):
+    def __init__(self, name: str, reason: str):
+        path = StackFiles.of(name).record
+        super().__init__(f"the state record of stack {name!r} ({path}) cannot be read ({reason})",
+                         f"run `seamless-stack down --name {name}` to clean it up")
+
+
+def exists(name: str) -> bool:
+    return StackFiles.of(name).record.exists()
+
+
 def load(name: str) -> Deployment:
-    path = record_path(name)
+    path = StackFiles.of(name).record
     if not path.is_file():
         known = ", ".join(known_names()) or "none"
         raise StackError(f"no stack named {name!r} (known: {known})", "pass --name, or start it with `seamless-stack up`")
-    return Deployment.from_dict(json.loads(path.read_text()))
+    try:
+        return Deployment.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise CorruptRecord(name, f"{type(exc).__name__}: {str(exc)[:100]}") from None
 
 
 def load_all() -> list[Deployment]:
-    return [load(name) for name in known_names()]
+    """Every readable record; unreadable ones are skipped (they hold no ports we can trust)."""
+    deployments = []
+    for name in known_names():
+        try:
+            deployments.append(load(name))
+        except StackError:
+            continue
+    return deployments
 
 
 def forget(name: str) -> None:
-    record_path(name).unlink(missing_ok=True)
+    StackFiles.of(name).record.unlink(missing_ok=True)

@@ -1,108 +1,198 @@
-"""ComposeBackend: a Deployment as one Docker Compose project (compose/compose.yaml).
+"""ComposeBackend: a Deployment as one Docker Compose project (compose/compose.yaml),
+on this machine's engine or on a remote Docker host's (docker CLI over ssh://).
 
 The Compose file is parametrised only by environment variables; they are written to a
-per-stack env file next to the state record, so `down`, `logs` and `status` run Compose
-with exactly what `up` used.
+per-stack env file next to the state record, so `down`, `logs`, `status` and a converging
+`up` run Compose with exactly what the first `up` used: same ports, same directories.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from python_on_whales import DockerClient, DockerException
 
-from .. import docker_tools
+from .. import docker_tools, images, state, tls
 from ..errors import StackError
-from ..plan import Deployment
+from ..hosts import LocalHost, SSHDockerHost
+from ..layout import ROLES, StackFiles, compose_project
+from ..plan import Deployment, compose_plan
 from ..resources import compose_file
-from ..spec import stacks_dir
+from ..spec import StackSpec
+from ..ssh import Destination
+from ..storage import storage_problems
+from .base import Backend, Progress, ServiceState
 
-SERVICES = ("hashserver", "database", "scheduler", "worker")
-
-
-@dataclass
-class ServiceState:
-    service: str
-    container: str
-    state: str  # running, exited, restarting, ...
-    health: str  # healthy, starting, unhealthy, or "" without healthcheck
-    exit_code: int
+COMPOSE_LABEL = "com.docker.compose.project"
 
 
-class ComposeBackend:
+def _docker_error(exc: DockerException, lines: int = 3) -> str:
+    text = (exc.stderr or exc.stdout or str(exc)).strip()
+    return " | ".join(line.strip() for line in text.splitlines()[-lines:]) or "no output"
+
+
+def _host(spec: StackSpec):
+    return LocalHost() if spec.remote is None else SSHDockerHost(spec.remote).probe()
+
+
+def _reserved_ports(spec: StackSpec, docker_host: str | None) -> set[int]:
+    """Ports recorded by our other stacks on the same Docker host, held even while stopped."""
+    return {port for d in state.load_all() if d.name != spec.name and d.compose and d.compose.docker_host == docker_host
+            for port in d.ports.values()}
+
+
+class ComposeBackend(Backend):
     def __init__(self, deployment: Deployment):
-        self.deployment = deployment
-        self.env_path = stacks_dir() / f"{deployment.name}.compose.env"
+        super().__init__(deployment)
+        record = deployment.compose
+        self.env_path = StackFiles.of(deployment.name).compose_env
         self.docker: DockerClient = docker_tools.docker_client(
-            host=deployment.docker_host,
-            compose_files=[compose_file()] + ([compose_file("tls.yaml")] if deployment.host_tls_dir else []),
+            host=record.docker_host,
+            compose_files=[compose_file()] + ([compose_file("tls.yaml")] if record.host_tls_dir else []),
             compose_project_name=deployment.project,
             compose_env_files=[self.env_path],
         )
 
-    # -- lifecycle --------------------------------------------------------------------
-    def write_env(self) -> None:
+    # -- plan ---------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, spec: StackSpec, progress: Progress) -> "ComposeBackend":
+        local_docker = docker_tools.docker_client()
+        docker_tools.check_engine(local_docker)
+        docker_tools.check_compose(local_docker)
+        host = _host(spec)
+        host.check_bind(spec.bind)
+        dirs = host.prepare_dirs({
+            "buffer directory (--buffer-dir / HASHSERVER_BUFFER_DIR)": spec.buffer_dir,
+            "database directory (--database-dir / DATABASE_DIR)": spec.database_dir,
+        })
+        tags = images.build_images(local_docker, base_image=spec.base_image,
+                                   worker_requirements=spec.worker_requirements, progress=progress)
+        tls_dirs = None
+        if spec.tls:
+            folder = tls.make_certificate(StackFiles.of(spec.name).tls, spec.name)
+            tls_dirs = (str(folder), host.install_tls(folder, spec.name))
+        deployment = compose_plan(spec, tags, host, tuple(dirs.values()),
+                                  reserved_ports=_reserved_ports(spec, host.docker_host), tls_dirs=tls_dirs)
+        backend = cls(deployment)
+        host.push_images(backend.docker, tags, progress)
+        return backend
+
+    @classmethod
+    def leftovers(cls, spec: StackSpec) -> list[str]:
+        docker_host = spec.remote.docker_host if spec.remote else None
+        docker = docker_tools.docker_client(host=docker_host)
+        try:
+            found = docker.container.list(all=True, filters={"label": f"{COMPOSE_LABEL}={spec.project}"})
+        except DockerException as exc:
+            raise StackError(f"cannot list containers ({_docker_error(exc, 1)})", "check that the Docker engine runs and answers") from None
+        return [c.name for c in found]
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def compose_environment(self) -> dict[str, str]:
+        """The variables compose/compose.yaml is parametrised by."""
+        d, record = self.deployment, self.deployment.compose
+        return {
+            "STACK_UID": str(record.uid),
+            "STACK_GID": str(record.gid),
+            "STACK_BIND": d.bind,
+            **{f"{role.upper()}_IMAGE": record.images[role] for role in ROLES},
+            **{f"{service.upper()}_PORT": str(port) for service, port in d.ports.items()},
+            "HASHSERVER_BUFFER_DIR": d.buffer_dir,
+            "DATABASE_DIR": d.database_dir,
+            "THREADS": str(d.threads),
+            **({"TLS_DIR": record.host_tls_dir} if record.host_tls_dir else {}),
+        }
+
+    def _write_env(self) -> None:
         self.env_path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"{key}={value}" for key, value in self.deployment.compose_environment().items()]
+        lines = [f"{key}={value}" for key, value in self.compose_environment().items()]
         self.env_path.write_text("\n".join(lines) + "\n")
 
-    def up(self) -> None:
-        """Create and start the containers; readiness is the health gate's job."""
-        self.write_env()
+    def _compose(self, action: str, fix: str, call):
+        self._write_env()
         try:
-            self.docker.compose.up(detach=True, scales={"worker": self.deployment.workers}, quiet=True, pull="never")
+            return call()
         except DockerException as exc:
-            raise StackError(f"docker compose up failed: {_tail(exc)}", "see above; `seamless-stack logs` shows the services' output") from None
+            raise StackError(f"docker compose {action} failed for stack {self.deployment.name!r} ({_docker_error(exc)})", fix) from None
+
+    def start(self, progress: Progress) -> None:
+        d = self.deployment
+        where = f" on {d.ssh_destination}" if d.ssh_destination else ""
+        progress(f"starting stack {d.name!r}{where}: {d.workers} worker(s) x {d.threads} threads, ports {d.ports}")
+        self._compose("up", "`seamless-stack logs` shows the services' output", lambda: self.docker.compose.up(
+            detach=True, scales={"worker": d.workers}, quiet=True, pull="never"))
+
+    def converge(self, spec: StackSpec, progress: Progress) -> list[str]:
+        """`compose up` again with the same variables: Compose starts exactly what is not running."""
+        stopped = sorted({s.service for s in self.services() if not s.running})
+        if len(self.services()) < len(ROLES) - 1 + self.deployment.workers:
+            stopped = stopped or ["missing containers"]
+        if stopped:
+            progress(f"stack {self.deployment.name!r}: starting again {', '.join(stopped)}")
+            self.start(progress)
+        return stopped
+
+    def restart(self, service: str, progress: Progress) -> None:
+        _check_service(service)
+        progress(f"restarting {service} of stack {self.deployment.name!r}")
+        self._compose("restart", "see `seamless-stack status`", lambda: self.docker.compose.restart([service], timeout=10))
 
     def down(self) -> None:
-        if not self.env_path.exists():
-            self.write_env()
-        try:
-            self.docker.compose.down(remove_orphans=True, timeout=10, quiet=True)
-        except DockerException as exc:
-            raise StackError(f"docker compose down failed: {_tail(exc)}") from None
+        self._compose("down", "check the Docker engine, then run `seamless-stack down` again",
+                      lambda: self.docker.compose.down(remove_orphans=True, timeout=10, quiet=True))
         self.env_path.unlink(missing_ok=True)
 
-    # -- inspection -------------------------------------------------------------------
+    # -- inspection -----------------------------------------------------------------------
     def services(self) -> list[ServiceState]:
-        if not self.env_path.exists():
-            self.write_env()
-        try:
-            containers = self.docker.compose.ps(all=True)
-        except DockerException as exc:
-            raise StackError(f"cannot list the containers of stack {self.deployment.name!r}: {_tail(exc, 1)}",
-                             "check that the Docker engine runs and answers") from None
+        containers = self._compose("ps", "check that the Docker engine runs and answers", lambda: self.docker.compose.ps(all=True))
         states = []
         for container in containers:
             state = container.state
-            states.append(
-                ServiceState(
-                    service=container.config.labels.get("com.docker.compose.service", "?"),
-                    container=container.name,
-                    state="restarting" if state.restarting else state.status,
-                    health=state.health.status if state.health else "",
-                    exit_code=state.exit_code or 0,
-                )
-            )
-        return sorted(states, key=lambda s: (SERVICES.index(s.service) if s.service in SERVICES else 99, s.container))
-
-    def is_up(self) -> bool:
-        return any(s.state in ("running", "restarting", "created") for s in self.services())
+            states.append(ServiceState(
+                service=container.config.labels.get("com.docker.compose.service", "?"),
+                where=container.name,
+                state="restarting" if state.restarting else state.status,
+                health=state.health.status if state.health else "",
+                exit_code=state.exit_code or 0,
+            ))
+        return sorted(states, key=lambda s: (ROLES.index(s.service) if s.service in ROLES else 99, s.where))
 
     def find_failure(self) -> tuple[str, str] | None:
         for s in self.services():
             if s.state in ("exited", "dead", "restarting"):
-                return s.service, f"container {s.container} is {s.state} (exit code {s.exit_code})"
+                return s.service, f"container {s.where} is {s.state} (exit code {s.exit_code})"
         return None
 
+    def storage_problems(self) -> dict[str, str]:
+        d = self.deployment
+        host = LocalHost() if d.ssh_destination is None else SSHDockerHost(Destination.parse(d.ssh_destination))
+        return storage_problems(host.shell, {"hashserver": d.buffer_dir, "database": d.database_dir})
+
     def logs(self, service: str | None = None, tail: int | None = None) -> str:
-        if service is not None and service not in SERVICES:
-            raise StackError(f"no service {service!r}", f"choose one of {', '.join(SERVICES)}")
-        return self.docker.compose.logs(
-            services=[service] if service else [], tail=str(tail) if tail else None, no_log_prefix=False
-        )
+        if service is not None:
+            _check_service(service)
+        return self._compose("logs", "check that the Docker engine runs and answers", lambda: self.docker.compose.logs(
+            services=[service] if service else [], tail=str(tail) if tail is not None else None, no_log_prefix=False))
 
 
-def _tail(exc: DockerException, lines: int = 8) -> str:
-    text = (exc.stderr or exc.stdout or str(exc)).strip()
-    return "\n".join(text.splitlines()[-lines:])
+def _check_service(service: str) -> None:
+    if service not in ROLES:
+        raise StackError(f"no service {service!r}", f"choose one of {', '.join(ROLES)}")
+
+
+
+def remove_project(name: str, progress: Progress) -> bool:
+    """Remove what runs under a stack's name on this machine's engine, found by the Compose
+    label alone (for a stack whose state record is lost or unreadable). True if any."""
+    project = compose_project(name)
+    label = {"label": f"{COMPOSE_LABEL}={project}"}
+    try:
+        docker = docker_tools.docker_client()
+        containers = docker.container.list(all=True, filters=label)
+        if containers:
+            progress(f"removing {len(containers)} container(s) of Compose project {project}")
+            docker.container.remove(containers, force=True, volumes=True)
+        networks = docker.network.list(filters=label)
+        if networks:
+            docker.network.remove(networks)
+    except (StackError, DockerException):
+        return False
+    return bool(containers)

@@ -7,92 +7,154 @@ dask-jobqueue (adaptive), or containers inside the services job (single-node var
 
 from __future__ import annotations
 
-import dataclasses
+import shutil
 import time
-from typing import Callable
 
-from .. import slurm
+from .. import docker_tools, images
 from ..errors import StackError
 from ..health import ServiceFailed
-from ..plan import Deployment
+from ..layout import ROLES, StackFiles
+from ..plan import Deployment, Placement, slurm_plan
+from ..shell import Shell, quote, shell_for
+from ..slurm import APPTAINER_DIR, cluster, commands, sif
+from ..slurm.jobscript import services_job_script
+from ..spec import StackSpec
 from ..ssh import Destination
-from .compose import ServiceState
+from ..storage import absolute, prepare_dirs, storage_problems
+from .base import Backend, Progress, ServiceState
 
-Progress = Callable[[str], None]
+NODE_HELPER = "seamless_stack_node.py"
 
 
-class SlurmBackend:
-    def __init__(self, deployment: Deployment):
-        self.deployment = deployment
+def job_names(project: str) -> tuple[str, str]:
+    """(services job, worker jobs): `down` cancels both by name."""
+    return f"{project}-services", f"{project}-worker"
+
+
+class SlurmBackend(Backend):
+    def __init__(self, deployment: Deployment, script: str | None = None):
+        super().__init__(deployment)
         login = deployment.ssh_destination
-        self.shell = slurm.ClusterShell(Destination.parse(login) if login else None)
-        self.info = deployment.slurm or {}
+        self.shell: Shell = shell_for(Destination.parse(login) if login else None)
+        self.script = script  # the services job, when this backend was prepared from a spec
+        self.timeout = 300.0  # seconds the services job may take to report its ports
 
     @property
-    def job_names(self) -> list[str]:
-        return [f"seamless-{self.deployment.name}-services", f"seamless-{self.deployment.name}-worker"]
+    def names(self) -> tuple[str, str]:
+        return job_names(self.deployment.project)
 
-    def start(self, script: str, timeout: float, progress: Progress) -> Deployment:
+    # -- plan ---------------------------------------------------------------------------
+    @classmethod
+    def prepare(cls, spec: StackSpec, progress: Progress) -> "SlurmBackend":
+        shell = shell_for(spec.remote)
+        facts = cluster.probe(shell)
+        options = spec.slurm
+        for partition in (options.partition, options.worker_queue):
+            cluster.check_partition(facts, shell, partition)
+        sif_dir = absolute(options.sif_dir, facts.home)
+        if shutil.which("docker") is None:  # e.g. on the login node itself: use the SIFs there
+            sifs = sif.current_sifs(shell, sif_dir)
+        else:
+            local_docker = docker_tools.docker_client()
+            docker_tools.check_engine(local_docker)
+            tags = images.build_images(local_docker, base_image=spec.base_image,
+                                       worker_requirements=spec.worker_requirements, progress=progress)
+            sifs = sif.ensure_sifs(shell, tags, sif_dir, progress)
+        dirs = prepare_dirs(shell, facts.home, {
+            "buffer directory (--buffer-dir)": spec.buffer_dir, "database directory (--database-dir)": spec.database_dir,
+        })
+        stack_dir = StackFiles.of(spec.name).slurm_dir(facts.home)
+        deployment = slurm_plan(spec, tuple(dirs.values()), stack_dir, sifs, str(shell))
+        backend = cls(deployment, services_job_script(spec, deployment, job_names(deployment.project)[0]))
+        backend.timeout = spec.timeout
+        return backend
+
+    @classmethod
+    def leftovers(cls, spec: StackSpec) -> list[str]:
+        shell = shell_for(spec.remote)
+        return [f"job {job.id} ({job.name})" for job in cluster.jobs(shell, job_names(spec.project))]
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self, progress: Progress) -> None:
         """Submit the services job; wait until it runs and reports node and ports."""
-        job_id = slurm.submit(self.shell, script)
-        self.deployment = dataclasses.replace(self.deployment, slurm={**self.info, "job_id": job_id})
-        self.info = self.deployment.slurm
+        record = self.deployment.slurm
+        stack_dir = record.stack_dir
+        self.shell.run(f"mkdir -p {quote(stack_dir + '/workers')} && rm -f {quote(commands.services_file(stack_dir))}")
+        self.shell.write(f"{stack_dir}/{NODE_HELPER}", (APPTAINER_DIR / NODE_HELPER).read_bytes())
+        job_id = cluster.submit(self.shell, self.script)
+        self.deployment = self.deployment.placed(None, job_id=job_id)
         progress(f"services job {job_id} submitted")
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + self.timeout
         last = ""
         while True:
-            services = slurm.read_services(self.shell, self.info["stack_dir"])
+            services = cluster.read_services(self.shell, stack_dir)
             if services and services.get("job_id") == job_id:
                 break
-            rows = [row for row in slurm.jobs(self.shell, self.job_names[:1]) if row["id"] == job_id]
-            reason = rows[0]["reason"].strip("()") if rows else ""
-            state = (rows[0]["state"] + (f" ({reason})" if reason and reason != "None" else "")) if rows else "ended"
+            rows = [job for job in cluster.jobs(self.shell, self.names[:1]) if job.id == job_id]
             if not rows:
                 raise ServiceFailed("services", f"services job {job_id} ended before its services started")
+            state = commands.describe(rows[0])
             if state != last:
                 progress(f"services job {job_id}: {state}")
                 last = state
             if time.monotonic() > deadline:
-                raise ServiceFailed("services", f"services job {job_id} still {state} after {timeout:.0f}s",
+                raise ServiceFailed("services", f"services job {job_id} still {state} after the timeout",
                                     "the cluster is busy or the job cannot run: check --partition, --time, --cpus, --memory")
             time.sleep(1)
-        self.deployment = dataclasses.replace(
-            self.deployment, ports=services["ports"], host_name=services["address"],
-            slurm={**self.info, "node": services["node"]},
-        )
-        self.info = self.deployment.slurm
+        self.deployment = self.deployment.placed(Placement(services["address"], services["ports"]), node=services["node"])
         progress(f"services on {services['node']} ({services['address']}), ports {services['ports']}")
-        return self.deployment
+
+    def converge(self, spec: StackSpec, progress: Progress) -> list[str]:
+        """A services job that is gone is submitted again (its node picks new ports)."""
+        if any(job.state == "RUNNING" for job in cluster.jobs(self.shell, self.names[:1])):
+            return []
+        progress(f"services job of stack {self.deployment.name!r} is not running: submitting it again")
+        cluster.cancel(self.shell, self.names)
+        fresh = self.prepare(spec, progress)
+        self.deployment, self.script = fresh.deployment, fresh.script
+        self.start(progress)
+        return ["services job"]
+
+    def restart(self, service: str, progress: Progress) -> None:
+        raise StackError("restarting one service is not available for Slurm stacks (they share one services job)",
+                         f"run `seamless-stack up slurm --name {self.deployment.name}` with the same options to converge")
 
     def down(self) -> None:
-        slurm.cancel(self.shell, self.job_names, [self.info["job_id"]] if self.info.get("job_id") else [])
-        left = slurm.jobs(self.shell, self.job_names)
+        job_id = self.deployment.slurm.job_id
+        left = cluster.cancel(self.shell, self.names, [job_id] if job_id else [])
         if left:
-            raise StackError(f"jobs still in squeue after scancel: {', '.join(r['id'] for r in left)}", "check `squeue --me`")
+            raise StackError(f"jobs still in squeue after scancel: {', '.join(job.id for job in left)}", "check `squeue --me`")
 
+    # -- inspection -----------------------------------------------------------------------
     def services(self) -> list[ServiceState]:
-        return [
-            ServiceState(service="services" if row["name"].endswith("-services") else "worker",
-                         container=f"job {row['id']}" + (f" on {row['node']}" if row["node"] else ""),
-                         state=row["state"].lower(), health="", exit_code=0)
-            for row in slurm.jobs(self.shell, self.job_names)
-        ]
-
-    def is_up(self) -> bool:
-        return bool(slurm.jobs(self.shell, self.job_names[:1]))
+        rows = []
+        for job in cluster.jobs(self.shell, self.names):
+            where = f"job {job.id}" + (f" on {job.node}" if job.node else "")
+            state = commands.describe(job)
+            roles = ROLES[:3] if job.is_services else ("worker",)
+            if job.is_services and self.deployment.slurm.mode == "local":
+                roles = ROLES
+            rows += [ServiceState(role, where, state) for role in roles]
+        return rows
 
     def find_failure(self) -> tuple[str, str] | None:
-        rows = slurm.jobs(self.shell, self.job_names[:1])
-        if not any(row["state"] == "RUNNING" for row in rows):
-            return "services", f"services job {self.info.get('job_id')} is {rows[0]['state'] if rows else 'gone'}"
+        rows = cluster.jobs(self.shell, self.names[:1])
+        if not any(job.state == "RUNNING" for job in rows):
+            return "services", f"services job {self.deployment.slurm.job_id} is {rows[0].state.lower() if rows else 'gone'}"
         return None
 
+    def storage_problems(self) -> dict[str, str]:
+        d = self.deployment
+        return storage_problems(self.shell, {"hashserver": d.buffer_dir, "database": d.database_dir})
+
     def logs(self, service: str | None = None, tail: int | None = None) -> str:
-        stack_dir = self.info["stack_dir"]
+        record = self.deployment.slurm
         files = []
         if service in (None, "services", "hashserver", "database", "scheduler"):
-            files.append(f"{stack_dir}/services-{self.info.get('job_id')}.out")
+            files.append(quote(f"{record.stack_dir}/services-{record.job_id}.out"))
         if service in (None, "worker"):
-            files.append(f"{stack_dir}/workers/*.out")
-        script = " ".join(f"for f in {f}; do [ -f \"$f\" ] && echo \"==> $f <==\" && tail -n {tail or 200} \"$f\"; done;" for f in files)
-        return self.shell.run(script + " true")
+            files.append(quote(record.stack_dir) + "/workers/*.out")
+        if service not in (None, "services", *ROLES):
+            raise StackError(f"no service {service!r}", f"choose one of {', '.join(ROLES)}")
+        script = " ".join(f"for f in {f}; do [ -f \"$f\" ] && echo \"==> $f <==\" && tail -n {200 if tail is None else tail} \"$f\"; done;" for f in files)
+        return self.shell.run(script + " true", what="reading logs")

@@ -31,7 +31,7 @@ def assert_clean_failure(cli, name, result, *expected):
         (["--port-range", "100-200"], ["out of range"]),
         (["--port-range", "62000-62002"], ["too small", "widen --port-range"]),
         (["--scheduler-port", "70000"], ["out of range"]),
-        (["--workers", "0"], ["--workers must be at least 1"]),
+        (["--workers", "0"], ["--workers must be between 1 and 64"]),
         (["--bind", "not-an-ip"], ["is not an IP address"]),
         (["--bind", "192.0.2.1"], ["not an address of this machine"]),
         (["--name", "Bad Name!"], ["invalid stack name"]),

@@ -4,9 +4,11 @@ import json
 
 import pytest
 
-from seamless_stack.hosts import listening_ports, remote_path
-from seamless_stack.plan import Deployment
-from seamless_stack.slurm import lifetimes, services_job_script, sif_name, walltime_seconds
+from seamless_stack.hosts import listening_ports
+from seamless_stack.plan import ComposeRecord, Deployment, Placement, SlurmRecord
+from seamless_stack.slurm.jobscript import lifetimes, services_job_script, walltime_seconds
+from seamless_stack.slurm.sif import sif_name
+from seamless_stack.storage import absolute
 from seamless_stack.spec import SlurmOptions, build_spec
 from seamless_stack.ssh import Destination, Tunnel
 
@@ -22,9 +24,10 @@ def test_listening_ports_from_proc_net_tcp():
 
 
 def test_remote_paths_are_in_the_remote_home():
-    assert remote_path("~/.seamless/buffers", "/home/a") == "/home/a/.seamless/buffers"
-    assert remote_path("data/b", "/home/a") == "/home/a/data/b"
-    assert remote_path("/scratch/b", "/home/a") == "/scratch/b"
+    assert absolute("~/.seamless/buffers", "/home/a") == "/home/a/.seamless/buffers"
+    assert absolute("data/b", "/home/a") == "/home/a/data/b"
+    assert absolute("/scratch/b", "/home/a") == "/scratch/b"
+    assert absolute("~", "/home/a") == "/home/a"
 
 
 def test_destination_and_tunnel_command():
@@ -51,9 +54,9 @@ def test_sif_names_follow_the_image_tag():
 
 
 def _deployment(**kw):
-    base = dict(name="s", method="remote", project="seamless-s", ports={"hashserver": 1, "database": 2, "scheduler": 3, "dashboard": 4},
-                images={}, workers=1, threads=2, bind="127.0.0.1", buffer_dir="/b", database_dir="/d", env_file="/e",
-                uid=1, gid=1, host_name="big", ssh_destination="big", access="ssh")
+    base = dict(name="s", method="remote", placement=Placement("big", {"hashserver": 1, "database": 2, "scheduler": 3, "dashboard": 4}),
+                compose=ComposeRecord(images={}, uid=1, gid=1), workers=1, threads=2, bind="127.0.0.1", buffer_dir="/b",
+                database_dir="/d", env_file="/e", settings={}, ssh_destination="big", access="ssh")
     return Deployment(**{**base, **kw})
 
 
@@ -75,8 +78,9 @@ def test_services_job_script():
     spec = build_spec(name="s", method="slurm", remote="login", access="ssh", threads=2,
                       slurm=SlurmOptions(partition="main", account="proj", max_jobs=5, job_extra=("--gres=gpu:1",)),
                       environ={"HOME": "/home/u"})
-    d = _deployment(method="slurm", slurm={"mode": "adaptive"})
-    script = services_job_script(spec, d, {"hashserver": "/s/h.sif", "database": "/s/d.sif", "scheduler": "/s/s.sif", "worker": "/s/s.sif"}, "/home/u/st")
+    sifs = {"hashserver": "/s/h.sif", "database": "/s/d.sif", "scheduler": "/s/s.sif", "worker": "/s/s.sif"}
+    d = _deployment(method="slurm", compose=None, slurm=SlurmRecord(stack_dir="/home/u/st", sifs=sifs, mode="adaptive", login="login"))
+    script = services_job_script(spec, d, "seamless-s-services")
     assert script.startswith("#!/bin/bash\n#SBATCH --job-name=seamless-s-services\n")
     assert "#SBATCH --partition=main" in script and "#SBATCH --account=proj" in script
     jobqueue = json.loads(next(line for line in script.splitlines() if line.startswith("export SS_JOBQUEUE="))[len("export SS_JOBQUEUE="):].strip("'"))

@@ -1,0 +1,81 @@
+"""The one interface every backend implements, and what it reports about services.
+
+`api.up` reads as one sequence over it: prepare (spec -> Deployment: the plan step) ->
+start -> health gate -> environment output; `up` on an existing stack -> converge.
+Shaped after dask-gateway's Backend: the facade never asks which backend it holds.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable
+
+from ..plan import Deployment
+from ..spec import StackSpec
+
+Progress = Callable[[str], None]
+
+
+@dataclass
+class ServiceState:
+    service: str  # hashserver, database, scheduler, worker
+    where: str  # container name, or "job N on node"
+    state: str  # running, exited, restarting, pending (reason), ...
+    health: str = ""  # healthy, starting, unhealthy; "" where the backend has no healthcheck
+    exit_code: int = 0
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running" or self.state.startswith("running ")
+
+
+class Backend(ABC):
+    """Makes one Deployment real, and answers for it afterwards."""
+
+    def __init__(self, deployment: Deployment):
+        self.deployment = deployment
+
+    @classmethod
+    @abstractmethod
+    def prepare(cls, spec: StackSpec, progress: Progress) -> "Backend":
+        """Check the target, build or fetch what is missing, plan: a backend holding the Deployment.
+        Starts nothing that `down` would have to stop."""
+
+    @classmethod
+    @abstractmethod
+    def leftovers(cls, spec: StackSpec) -> list[str]:
+        """What of a stack with this name runs although no state record says so."""
+
+    @abstractmethod
+    def start(self, progress: Progress) -> None:
+        """Start every service; may complete self.deployment (where it runs)."""
+
+    @abstractmethod
+    def converge(self, spec: StackSpec, progress: Progress) -> list[str]:
+        """Start again what is not running, keeping ports and storage where the backend can.
+        Returns what it restarted."""
+
+    @abstractmethod
+    def restart(self, service: str, progress: Progress) -> None:
+        """Restart one service."""
+
+    @abstractmethod
+    def down(self) -> None:
+        """Stop and remove everything started; data stays. Raises if something is left."""
+
+    @abstractmethod
+    def services(self) -> list[ServiceState]:
+        """What runs now, one row per container or job."""
+
+    @abstractmethod
+    def find_failure(self) -> tuple[str, str] | None:
+        """(service, reason) when a service died; the health gate then fails at once."""
+
+    @abstractmethod
+    def storage_problems(self) -> dict[str, str]:
+        """service -> what is wrong with its storage directory now."""
+
+    @abstractmethod
+    def logs(self, service: str | None = None, tail: int | None = None) -> str:
+        """Service output, last `tail` lines per container or file."""

@@ -1,0 +1,70 @@
+"""One source for the names and places every module shares.
+
+Service names, the ports a stack publishes, the classic ports, and the on-disk layout of
+a stack's files under ~/.seamless/stacks (record, environment output, Compose variables,
+credentials). Change a name here and it changes everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+ROLES = ("hashserver", "database", "scheduler", "worker")  # the four images and services
+PORTS = ("hashserver", "database", "scheduler", "dashboard")  # the ports a stack publishes
+CLASSIC_PORTS = {"hashserver": 5577, "database": 5522, "scheduler": 8786, "dashboard": 8787}
+DEFAULT_PORT_RANGE = (60000, 60999)
+UNPRIVILEGED_ID = 10001  # the UID:GID services run as when the invoking user is root
+
+
+def seamless_home(environ: Mapping[str, str] = os.environ) -> Path:
+    return Path(environ.get("HOME", str(Path.home()))) / ".seamless"
+
+
+def stacks_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """Per-stack state records and environment files live here."""
+    return seamless_home(environ) / "stacks"
+
+
+def compose_project(name: str) -> str:
+    """One Compose project (and Slurm job-name prefix) per stack name: stacks run side by side."""
+    return f"seamless-{name}"
+
+
+@dataclass(frozen=True)
+class StackFiles:
+    """Where one stack's files live on this machine."""
+
+    name: str
+    folder: Path
+
+    @classmethod
+    def of(cls, name: str, environ: Mapping[str, str] = os.environ) -> "StackFiles":
+        return cls(name, stacks_dir(environ))
+
+    @property
+    def record(self) -> Path:
+        return self.folder / f"{self.name}.json"
+
+    @property
+    def env(self) -> Path:
+        """The default environment output (ENVIRONMENT_OUTPUT_FILE overrides it)."""
+        return self.folder / f"{self.name}.env"
+
+    @property
+    def compose_env(self) -> Path:
+        return self.folder / f"{self.name}.compose.env"
+
+    @property
+    def tls(self) -> Path:
+        return self.folder / f"{self.name}.tls"
+
+    def remote_tls(self, home: str) -> str:
+        """The credentials folder on a remote Docker host."""
+        return f"{home}/.seamless/stacks/{self.name}.tls"
+
+    def slurm_dir(self, home: str) -> str:
+        """The stack's folder on the cluster's shared file system."""
+        return f"{home}/.seamless/stacks/{self.name}.slurm"

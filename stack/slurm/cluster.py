@@ -1,0 +1,48 @@
+"""Running Slurm's commands on the login node through a Shell (here, or over SSH)."""
+
+from __future__ import annotations
+
+import time
+from typing import Iterable
+
+from ..errors import StackError
+from ..shell import CommandFailed, Shell
+from . import commands
+from .commands import ClusterFacts, Job
+
+
+def probe(shell: Shell) -> ClusterFacts:
+    return commands.parse_probe(shell.run(commands.probe_script(), what="probing the cluster"), str(shell))
+
+
+def check_partition(facts: ClusterFacts, shell: Shell, partition: str | None) -> None:
+    if partition and partition not in facts.partitions:
+        raise StackError(f"partition {partition!r} does not exist on {shell} (there: {', '.join(facts.partitions) or 'none'})",
+                         "pick one of those with --partition")
+
+
+def submit(shell: Shell, script: str) -> str:
+    try:
+        out = shell.run(commands.SBATCH, input=script.encode(), what="sbatch")
+    except CommandFailed as exc:
+        raise StackError(f"sbatch refused the services job ({exc.stderr.strip()})",
+                         "check --partition, --account, --time and the other job options") from None
+    return commands.parse_job_id(out)
+
+
+def jobs(shell: Shell, names: Iterable[str]) -> list[Job]:
+    return commands.parse_squeue(shell.run(commands.squeue_command(names), what="squeue"))
+
+
+def cancel(shell: Shell, names: Iterable[str], job_ids: Iterable[str] = (), wait: float = 60) -> list[Job]:
+    """Cancel every job of a stack; wait until squeue has none. Returns what is still left."""
+    names = list(names)
+    shell.run(commands.scancel_command(names, job_ids), what="scancel")
+    deadline = time.monotonic() + wait
+    while (left := jobs(shell, names)) and time.monotonic() < deadline:
+        time.sleep(1)
+    return left
+
+
+def read_services(shell: Shell, stack_dir: str) -> dict | None:
+    return commands.parse_services(shell.run(commands.read_services_command(stack_dir)))

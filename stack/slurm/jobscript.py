@@ -1,0 +1,88 @@
+"""The services job script: #SBATCH lines, variables, then apptainer/services-job.sh."""
+
+from __future__ import annotations
+
+import json
+from typing import Iterable
+
+from ..shell import quote
+from . import APPTAINER_DIR
+
+
+def walltime_seconds(text: str) -> int:
+    """Slurm time: [D-]HH:MM:SS, HH:MM:SS, MM:SS or minutes."""
+    days = 0
+    if "-" in text:
+        d, text = text.split("-", 1)
+        days = int(d)
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) == 1:
+        parts = [0, parts[0], 0]
+    while len(parts) < 3:
+        parts.insert(0, 0)
+    hours, minutes, seconds = parts
+    return days * 86400 + hours * 3600 + minutes * 60 + seconds
+
+
+def lifetimes(walltime: str) -> tuple[str, str]:
+    """Worker --lifetime and --lifetime-stagger below the walltime, so workers leave gracefully."""
+    total = walltime_seconds(walltime)
+    margin = max(60, total // 10)
+    stagger = max(10, min(240, total // 20))
+    return f"{max(30, total - margin - stagger)}s", f"{stagger}s"
+
+
+def job_header(directives: dict[str, str | None], extra: Iterable[str] = ()) -> str:
+    lines = ["#!/bin/bash"] + [f"#SBATCH --{k}={v}" for k, v in directives.items() if v]
+    lines += [f"#SBATCH {e}" for e in extra]
+    return "\n".join(lines) + "\n"
+
+
+def services_job_script(spec, deployment, job_name: str) -> str:
+    """#SBATCH lines + variables + apptainer/services-job.sh, for a planned Slurm deployment."""
+    options, record = spec.slurm, deployment.slurm
+    sifs, stack_dir = record.sifs, record.stack_dir
+    lifetime, stagger = lifetimes(options.worker_walltime)
+    jobqueue = {
+        "cores": spec.threads,  # threads per worker = Seamless workers per worker
+        "processes": 1,
+        "memory": options.worker_memory,
+        "walltime": options.worker_walltime,
+        "queue": options.worker_queue or options.partition,
+        "account": options.account,
+        "job_extra_directives": list(options.job_extra),
+        "job_script_prologue": [f"export TMPDIR={options.worker_tmpdir}"],
+        "python": f"apptainer exec --cleanenv --env TMPDIR=$TMPDIR {sifs['worker']} python3",
+        "local_directory": "$TMPDIR",
+        "worker_extra_args": ["--lifetime", lifetime, "--lifetime-stagger", stagger],
+        "log_directory": f"{stack_dir}/workers",
+        "adapt": {"minimum_jobs": options.min_jobs, "maximum_jobs": options.max_jobs},
+    }
+    header = job_header({
+        "job-name": job_name,
+        "time": options.time,
+        "cpus-per-task": str(options.cpus),
+        "mem": options.memory,
+        "partition": options.partition,
+        "account": options.account,
+        "output": f"{stack_dir}/services-%j.out",
+    })
+    variables = {
+        "SS_NAME": deployment.project,
+        "SS_STACK_DIR": stack_dir,
+        "SS_SIF_HASHSERVER": sifs["hashserver"],
+        "SS_SIF_DATABASE": sifs["database"],
+        "SS_SIF_SCHEDULER": sifs["scheduler"],
+        "SS_SIF_WORKER": sifs["worker"],
+        "SS_BUFFER_DIR": deployment.buffer_dir,
+        "SS_DATABASE_DIR": deployment.database_dir,
+        "SS_PORT_START": str(spec.port_range[0]),
+        "SS_PORT_END": str(spec.port_range[1]),
+        "SS_SCHEDULER_PORT": str(spec.scheduler_port or ""),
+        "SS_THREADS": str(spec.threads),
+        "SS_MODE": record.mode,
+        "SS_LOCAL_WORKERS": str(options.local_workers),
+        "SS_JOBQUEUE": json.dumps(jobqueue),
+    }
+    exports = "".join(f"export {k}={quote(v)}\n" for k, v in variables.items())
+    return header + exports + (APPTAINER_DIR / "services-job.sh").read_text()

@@ -1,0 +1,59 @@
+"""Storage directories, made and checked where the services run, with one shell script.
+
+The same script serves this machine, a remote Docker host and a Slurm login node, so
+"not a directory", "cannot be created" and "not writable" read the same everywhere.
+"""
+
+from __future__ import annotations
+
+from .errors import StackError
+from .shell import Shell, quote
+
+PROBLEMS = {"NOTDIR": "is not a directory", "NOMKDIR": "cannot be created", "NOWRITE": "is not writable",
+            "NOCHOWN": "cannot be given to the services' user"}
+
+
+def absolute(raw: str, home: str) -> str:
+    """A path as given for another machine: `~/x` and relative paths are in that user's home."""
+    if raw.startswith("/"):
+        return raw
+    return home if raw == "~" else f"{home}/{raw[2:] if raw.startswith('~/') else raw}"
+
+
+def prepare_script(path: str, owner: tuple[int, int] | None) -> str:
+    """Create the directory if missing, prove it writable, print its real path.
+
+    When root prepares storage for services that run unprivileged, the directory (and
+    whatever in it root owns, e.g. from earlier stacks) is handed to the services' UID:GID.
+    """
+    give = ""
+    if owner:
+        uid, gid = owner
+        give = (f'if [ "$(id -u)" = 0 ] && [ "$(id -u)" != {uid} ]; then '
+                f'find "$d" \\( ! -uid {uid} -o ! -gid {gid} \\) -exec chown -h {uid}:{gid} {{}} + 2>/dev/null '
+                f'|| {{ echo NOCHOWN; exit 0; }}; fi; ')
+    return (f'd={quote(path)}; [ -e "$d" ] && [ ! -d "$d" ] && {{ echo NOTDIR; exit 0; }}; '
+            f'mkdir -p -- "$d" 2>/dev/null || {{ echo NOMKDIR; exit 0; }}; '
+            f'[ -w "$d" ] && [ -x "$d" ] || {{ echo NOWRITE; exit 0; }}; {give}cd -- "$d" && pwd -P')
+
+
+def prepare_dirs(shell: Shell, home: str, dirs: dict[str, str], owner: tuple[int, int] | None = None) -> dict[str, str]:
+    """what -> absolute path, each directory created and checked there."""
+    resolved = {}
+    for what, raw in dirs.items():
+        path = absolute(raw, home)
+        answer = shell.run(prepare_script(path, owner), what=f"preparing {what}").strip()
+        if answer in PROBLEMS:
+            where = "" if str(shell) == "this machine" else f" on {shell}"
+            raise StackError(f"{what} {path}{where} {PROBLEMS[answer]}", f"choose another {what}, or fix its permissions")
+        resolved[what] = answer
+    return resolved
+
+
+def storage_problems(shell: Shell, dirs: dict[str, str]) -> dict[str, str]:
+    """service -> what is wrong with its storage now (missing, not writable); empty when fine."""
+    script = " ".join(f'[ -d {quote(p)} ] || echo "{s} MISSING"; [ -d {quote(p)} ] && ! [ -w {quote(p)} ] && echo "{s} NOWRITE";'
+                      for s, p in dirs.items()) + " true"
+    answers = dict(line.split(" ", 1) for line in shell.run(script, what="checking storage").splitlines() if " " in line)
+    text = {"MISSING": "is gone", "NOWRITE": "is not writable"}
+    return {service: f"{dirs[service]} {text[code]}" for service, code in answers.items()}
