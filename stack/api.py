@@ -77,16 +77,15 @@ def up(spec: StackSpec, progress: Progress = _quiet, *, backends: Mapping[str, t
     """Bring a stack up (or converge the one that exists) and write its environment output."""
     started = time.monotonic()
     check_output_file(spec.env_file or StackFiles.of(spec.name).env)
-    for warning in spec.warnings():
-        progress(f"WARNING: {warning}")
     if state.exists(spec.name):
         return _converge(state.load(spec.name), spec, progress, backends, gate)
-    backend_cls = backends[spec.method]
-    leftovers = backend_cls.leftovers(spec)
+    backend = backends[spec.method].prepare(spec, progress)
+    leftovers = backend.leftovers()
     if leftovers:
         raise StackError(f"stack {spec.name!r} has no state record but {', '.join(leftovers)} still run",
                          f"remove them with `seamless-stack down --name {spec.name}`, then run `up` again")
-    backend = backend_cls.prepare(spec, progress)
+    for warning in spec.warnings():
+        progress(f"WARNING: {warning}")
     state.save(backend.deployment)  # from here on, `down` finds whatever gets started
     try:
         backend.start(progress)

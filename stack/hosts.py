@@ -60,7 +60,10 @@ class LocalHost:
         """Images are built here: nothing to move."""
 
     def install_tls(self, folder: Path, name: str) -> str:
-        """The certificate folder is already here."""
+        """The certificate folder is already here; when root runs us, the services' user must read it."""
+        if os.getuid() == 0:
+            for path in (folder, *folder.iterdir()):
+                os.chown(path, self.uid, self.gid)
         return str(folder)
 
 
@@ -141,6 +144,7 @@ class SSHDockerHost:
         target = StackFiles.of(name).remote_tls(self.home)
         for file in sorted(folder.iterdir()):
             self.shell.write(f"{target}/{file.name}", file.read_bytes(), mode="600")
+        self.shell.run(f'[ "$(id -u)" != 0 ] || chown -R {self.uid}:{self.gid} {quote(target)}', what="handing over the TLS files")
         return target
 
     def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:

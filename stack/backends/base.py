@@ -42,9 +42,8 @@ class Backend(ABC):
         """Check the target, build or fetch what is missing, plan: a backend holding the Deployment.
         Starts nothing that `down` would have to stop."""
 
-    @classmethod
     @abstractmethod
-    def leftovers(cls, spec: StackSpec) -> list[str]:
+    def leftovers(self) -> list[str]:
         """What of a stack with this name runs although no state record says so."""
 
     @abstractmethod

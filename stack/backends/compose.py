@@ -75,12 +75,9 @@ class ComposeBackend(Backend):
         host.push_images(backend.docker, tags, progress)
         return backend
 
-    @classmethod
-    def leftovers(cls, spec: StackSpec) -> list[str]:
-        docker_host = spec.remote.docker_host if spec.remote else None
-        docker = docker_tools.docker_client(host=docker_host)
+    def leftovers(self) -> list[str]:
         try:
-            found = docker.container.list(all=True, filters={"label": f"{COMPOSE_LABEL}={spec.project}"})
+            found = self.docker.container.list(all=True, filters={"label": f"{COMPOSE_LABEL}={self.deployment.project}"})
         except DockerException as exc:
             raise StackError(f"cannot list containers ({_docker_error(exc, 1)})", "check that the Docker engine runs and answers") from None
         return [c.name for c in found]
@@ -98,6 +95,7 @@ class ComposeBackend(Backend):
             "HASHSERVER_BUFFER_DIR": d.buffer_dir,
             "DATABASE_DIR": d.database_dir,
             "THREADS": str(d.threads),
+            "WORKERS": str(d.workers),
             **({"TLS_DIR": record.host_tls_dir} if record.host_tls_dir else {}),
         }
 
@@ -118,7 +116,7 @@ class ComposeBackend(Backend):
         where = f" on {d.ssh_destination}" if d.ssh_destination else ""
         progress(f"starting stack {d.name!r}{where}: {d.workers} worker(s) x {d.threads} threads, ports {d.ports}")
         self._compose("up", "`seamless-stack logs` shows the services' output", lambda: self.docker.compose.up(
-            detach=True, scales={"worker": d.workers}, quiet=True, pull="never"))
+            detach=True, quiet=True, pull="never"))
 
     def converge(self, spec: StackSpec, progress: Progress) -> list[str]:
         """`compose up` again with the same variables: Compose starts exactly what is not running."""

@@ -69,10 +69,8 @@ class SlurmBackend(Backend):
         backend.timeout = spec.timeout
         return backend
 
-    @classmethod
-    def leftovers(cls, spec: StackSpec) -> list[str]:
-        shell = shell_for(spec.remote)
-        return [f"job {job.id} ({job.name})" for job in cluster.jobs(shell, job_names(spec.project))]
+    def leftovers(self) -> list[str]:
+        return [f"job {job.id} ({job.name})" for job in cluster.jobs(self.shell, self.names)]
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, progress: Progress) -> None:

@@ -68,7 +68,7 @@ def test_unwritable_storage_directory(cli, tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     result = cli.up(name, "--buffer-dir", str(blocker / "buffers"), "--database-dir", str(tmp_path / "d"))
-    assert_clean_failure(cli, name, result, "buffer directory", "cannot create")
+    assert_clean_failure(cli, name, result, "buffer directory", "cannot be created")
     result = cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(blocker))
     assert_clean_failure(cli, name, result, "database directory", "is not a directory")
 
@@ -112,13 +112,17 @@ def test_unknown_stack_name(cli, command):
     assert_clean_failure(cli, "nosuchstack", result, "no stack named 'nosuchstack'")
 
 
-def test_second_up_with_same_name_is_refused(cli, tmp_path):
+def test_second_up_converges_and_other_settings_are_refused(cli, tmp_path):
     name = cli.new_name()
     args = ("--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d"))
     assert cli.up(name, *args).returncode == 0
+    before = cli.env_file(name).read_text()
     again = cli.up(name, *args)
-    assert again.returncode == 2 and "already up" in again.stderr
+    assert again.returncode == 0 and "already up and healthy" in again.stderr and again.stdout in before
+    other = cli.up(name, "--workers", "2", *args)
+    assert other.returncode == 2 and "other settings (workers 1 -> 2)" in other.stderr
     assert cli.run("status", "--name", name).returncode == 0, "the first stack is untouched"
+    assert cli.env_file(name).read_text() == before
 
 
 def test_readiness_failure_rolls_back(cli, tmp_path):
@@ -134,4 +138,4 @@ def test_status_of_a_known_stack_with_the_engine_gone(cli, tmp_path):
     assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
     result = cli.run("status", "--name", name, env=cli.env(DOCKER_HOST=f"unix://{tmp_path}/no-such-docker.sock"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "cannot list the containers" in result.stderr and "Docker engine" in result.stderr
+    assert "docker compose ps failed" in result.stderr and "Docker engine" in result.stderr

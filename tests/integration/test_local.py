@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from seamless_stack.layout import UNPRIVILEGED_ID
+
 from .conftest import ROOT, project_containers, service_hostnames
 
 
@@ -53,7 +55,7 @@ def test_client_computes_on_workers_and_results_persist(cli, client, dirs):
     assert lines[2] in workers and lines[2] != socket.gethostname()
     result = buffer_path(buffers, run.stdout.encode())
     assert result.is_file(), f"result buffer {result} is in HASHSERVER_BUFFER_DIR under its SHA-256"
-    assert result.stat().st_uid == os.getuid(), "containers write files as the invoking user"
+    assert result.stat().st_uid == (os.getuid() or UNPRIVILEGED_ID), "containers write as the invoking user (root: unprivileged)"
     assert any(row[1] == result.name for row in sqlite_rows(database, "transformation")), "the database has it"
 
     # 2. A Python @direct transformation, computed in a worker container.
@@ -87,7 +89,7 @@ def test_two_stacks_side_by_side(cli, client, tmp_path):
         assert out.returncode == 0 and out.stdout.split()[1] in service_hostnames(name, "worker")
     assert cli.run("down", "--name", first).returncode == 0
     status = cli.run("status", "--name", second)
-    assert status.returncode == 0 and "2/1" not in status.stdout and "1/1 workers Seamless-ready" in status.stdout
+    assert status.returncode == 0 and "2/1" not in status.stdout and "1/1 workers ready" in status.stdout
 
 
 def test_env_formats_carry_the_same_values(cli, tmp_path):
@@ -160,9 +162,10 @@ def unprivileged(cli):
     subprocess.run([str(venv / "bin" / "pip"), "install", "--quiet", str(ROOT)], check=True, capture_output=True)
     venv.chmod(0o755)
 
-    def run(*args: str) -> subprocess.CompletedProcess:
+    def run(*args: str, **variables: str) -> subprocess.CompletedProcess:
         path = f"{venv}/bin:{os.environ['PATH']}"
-        command = ["runuser", "-u", user, "--", "env", f"HOME={work}", f"PATH={path}", "seamless-stack", *args]
+        extra = [f"{key}={value}" for key, value in variables.items()]
+        command = ["runuser", "-u", user, "--", "env", f"HOME={work}", f"PATH={path}", *extra, "seamless-stack", *args]
         return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=work)
 
     yield uid, work, run
@@ -181,6 +184,10 @@ def test_containers_write_files_as_the_invoking_user(cli, client, unprivileged):
     read_only.chmod(0o555)
     refused = run("up", "local", "--name", name, "--buffer-dir", str(read_only), "--database-dir", str(work / "d"))
     assert refused.returncode == 2 and "is not writable" in refused.stderr and project_containers(name) == []
+    refused = run("up", "local", "--name", name, "--buffer-dir", str(work / "b"), "--database-dir", str(work / "d"),
+                  ENVIRONMENT_OUTPUT_FILE=str(read_only / "out.env"))
+    assert refused.returncode == 2 and "environment output file" in refused.stderr and project_containers(name) == []
+    assert not (work / ".seamless" / "stacks" / f"{name}.json").exists()
 
     up = run("up", "local", "--name", name, "--buffer-dir", "buffers-rel", "--database-dir", str(work / "db"))
     assert up.returncode == 0, up.stderr

@@ -1,0 +1,143 @@
+"""Operating a stack like an orchestrator, on the real engine: faults surface in `status`,
+`up` converges without losing ports or data, broken records and lost records never wedge a
+name, and bad input is one line with nothing left behind."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import project_containers, service_hostnames
+from .test_errors import assert_clean_failure
+
+
+def storage(tmp_path):
+    return "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")
+
+
+def container(name: str, service: str) -> str:
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project=seamless-{name}",
+                          "--filter", f"label=com.docker.compose.service={service}"], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
+def test_killed_services_come_back_with_up_same_ports_same_data(cli, client, tmp_path):
+    name = cli.new_name()
+    assert cli.up(name, *storage(tmp_path)).returncode == 0
+    env_before = cli.env_file(name).read_text()
+    first = client.run(cli.env_file(name), "seamless-run", "echo kill-test; hostname")
+    assert first.returncode == 0, first.stderr
+    for service in ("hashserver", "database", "scheduler", "worker"):
+        subprocess.run(["docker", "kill", container(name, service)], check=True, capture_output=True)
+        down = cli.run("status", "--name", name)
+        assert down.returncode == 1, (service, down.stdout)
+        assert f"{service} exited" in down.stderr and "seamless-stack up local" in down.stderr
+        again = cli.up(name, *storage(tmp_path))
+        assert again.returncode == 0, again.stderr
+        assert f"started again: {service}" in again.stderr
+        assert cli.run("status", "--name", name).returncode == 0, service
+        assert cli.env_file(name).read_text() == env_before, "same ports"
+    second = client.run(cli.env_file(name), "seamless-run", "echo kill-test; hostname")
+    assert second.stdout == first.stdout, "the result came back from the database (the first worker's hostname)"
+
+
+def test_restart_one_service(cli, tmp_path):
+    name = cli.new_name()
+    assert cli.up(name, *storage(tmp_path)).returncode == 0
+    before = container(name, "database")
+    result = cli.run("restart", "database", "--name", name)
+    assert result.returncode == 0, result.stderr
+    assert container(name, "database") == before and cli.run("status", "--name", name).returncode == 0
+
+
+def test_a_deleted_buffer_directory_makes_status_unhealthy(cli, tmp_path):
+    name = cli.new_name()
+    assert cli.up(name, *storage(tmp_path)).returncode == 0
+    shutil.rmtree(tmp_path / "b")
+    result = cli.run("status", "--name", name)
+    assert result.returncode == 1 and f"{tmp_path / 'b'} is gone" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("content", ["{not json", "{}", '{"name": 3}', "[1, 2]", ""])
+def test_a_corrupt_record_is_one_line_and_affects_no_other_stack(cli, tmp_path, content):
+    good = cli.new_name()
+    assert cli.up(good, *storage(tmp_path)).returncode == 0
+    records = cli.home / ".seamless" / "stacks"
+    (records / "broken.json").write_text(content)
+    cli.names.append("broken")
+    for command in (["env"], ["status"], ["logs"]):
+        result = cli.run(*command, "--name", "broken")
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.strip().startswith("seamless-stack: error: the state record of stack 'broken'")
+        assert "seamless-stack down --name broken" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    other = cli.new_name()
+    assert cli.up(other, *storage(tmp_path)).returncode == 0, "up of another stack is not affected"
+    assert cli.run("status", "--name", good).returncode == 0
+    assert cli.run("down", "--name", "broken").returncode == 0 and not (records / "broken.json").exists()
+
+
+def test_a_lost_record_is_never_duplicated(cli, tmp_path):
+    name = cli.new_name()
+    assert cli.up(name, *storage(tmp_path)).returncode == 0
+    running = sorted(project_containers(name))
+    (cli.home / ".seamless" / "stacks" / f"{name}.json").unlink()
+    result = cli.up(name, *storage(tmp_path))
+    assert result.returncode == 2 and "has no state record but" in result.stderr
+    assert f"seamless-stack down --name {name}" in result.stderr
+    assert sorted(project_containers(name)) == running, "nothing new was created"
+    assert cli.run("down", "--name", name).returncode == 0
+    assert project_containers(name) == []
+    assert cli.up(name, *storage(tmp_path)).returncode == 0, "the name is usable again"
+
+
+@pytest.mark.parametrize("where", ["below-a-file", "a-directory"])
+def test_an_unwritable_output_file_is_refused_before_anything_starts(cli, tmp_path, where):
+    """(A folder the user cannot write: test_local's unprivileged-user test, since root writes anywhere.)"""
+    name = cli.new_name()
+    (tmp_path / "a-file").write_text("")
+    target = {"below-a-file": tmp_path / "a-file" / "out.env", "a-directory": tmp_path}[where]
+    result = cli.run("up", "local", "--name", name, *storage(tmp_path), env=cli.env(ENVIRONMENT_OUTPUT_FILE=str(target)))
+    assert_clean_failure(cli, name, result, "environment output file")
+
+
+# 40+ distinct bad inputs through the real CLI: one line each, exit 2, nothing left behind.
+BAD_INPUTS = [
+    [], ["up"], ["up", "nowhere"], ["frobnicate"], ["up", "local", "--nonsense"],
+    ["up", "local", "--workers", "many"], ["up", "local", "--workers", "0"], ["up", "local", "--workers", "100000"],
+    ["up", "local", "--threads", "0"], ["up", "local", "--threads", "100000"], ["up", "local", "--timeout", "0"],
+    ["up", "local", "--timeout", "x"], ["up", "local", "--scheduler-port", "0"], ["up", "local", "--scheduler-port", "70000"],
+    ["up", "local", "--scheduler-port", "80"], ["up", "local", "--port-range", "abc"], ["up", "local", "--port-range", "62010-62000"],
+    ["up", "local", "--port-range", "100-200"], ["up", "local", "--port-range", "62000-62002"], ["up", "local", "--bind", "::1"],
+    ["up", "local", "--bind", "not-an-ip"], ["up", "local", "--bind", "192.0.2.1"], ["up", "local", "--name", "Bad Name!"],
+    ["up", "local", "--name", ""], ["up", "local", "--name", "x" * 41], ["up", "local", "--format", "xml"],
+    ["up", "remote"], ["up", "remote", "--host", "a@b@c"], ["up", "remote", "--host", "h:99999"],
+    ["up", "remote", "--host", "h", "--ssh", "--bind", "0.0.0.0"], ["up", "slurm", "--tls"],
+    ["up", "slurm", "--max-jobs", "100000"], ["up", "slurm", "--max-jobs", "0"], ["up", "slurm", "--min-jobs", "5", "--max-jobs", "2"],
+    ["up", "slurm", "--local-workers", "-2"], ["up", "slurm", "--cpus", "0"], ["up", "slurm", "--time", "soon"],
+    ["up", "slurm", "--memory", "lots"], ["up", "slurm", "--partition", "a b"], ["up", "slurm", "--job-extra", "--x\n#SBATCH --y"],
+    ["up", "slurm", "--job-extra", "gres=gpu"], ["up", "slurm", "--worker-tmpdir", "/tmp\nrm -rf ~"],
+    ["logs", "--tail", "-3"], ["logs", "nosuchservice"], ["restart", "nosuch"], ["env", "--format", "xml"],
+    ["down", "--name", "nosuchstack"], ["status", "--name", "nosuchstack"], ["images", "frob"],
+]
+
+
+def test_cli_robustness(cli, tmp_path):
+    assert len({tuple(args) for args in BAD_INPUTS}) >= 40
+    before = set(subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout.split())
+    for args in BAD_INPUTS:
+        if args[:2] in (["up", "local"], ["up", "slurm"], ["up", "remote"]) and "--name" not in args:
+            args = [*args, "--name", "robust", *storage(tmp_path)]
+        result = cli.run(*args, timeout=60)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2, (args, result.returncode, result.stderr)
+        assert len(lines) == 1 and lines[0].startswith("seamless-stack: error: "), (args, result.stderr)
+        assert "Traceback" not in result.stderr and result.stdout == "", args
+    stacks = cli.home / ".seamless" / "stacks"
+    assert not stacks.exists() or list(stacks.iterdir()) == [], "no state, environment or Compose file left"
+    assert set(subprocess.run(["docker", "ps", "-aq"], capture_output=True, text=True).stdout.split()) <= before
+    networks = subprocess.run(["docker", "network", "ls", "--filter", "label=com.docker.compose.project=seamless-robust", "-q"],
+                              capture_output=True, text=True).stdout.split()
+    assert networks == []
