@@ -117,7 +117,8 @@ def wait_until_ready(
             if ok:
                 pending.remove(wait)
         elapsed = time.monotonic() - start
-        report = ", ".join(details[w.service] if w.service == "worker" else f"{w.service} {details[w.service]}" for w in pending)
+        report = ", ".join(dict.fromkeys(  # the worker wait may say what the scheduler wait says
+            details[w.service] if w.service == "worker" else f"{w.service} {details[w.service]}" for w in pending))
         if report and report != last_report:
             progress(f"[{elapsed:5.1f}s] {report}")
             last_report = report
