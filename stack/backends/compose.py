@@ -8,6 +8,8 @@ per-stack env file next to the state record, so `down`, `logs`, `status` and a c
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from python_on_whales import DockerClient, DockerException
 
 from .. import docker_tools, images, state, tls
@@ -40,16 +42,20 @@ def _reserved_ports(spec: StackSpec, docker_host: str | None) -> set[int]:
 
 
 class ComposeBackend(Backend):
-    def __init__(self, deployment: Deployment):
+    def __init__(self, deployment: Deployment, env_path: Path | None = None):
+        """env_path: where the Compose variables go (default: next to the state record)."""
         super().__init__(deployment)
-        record = deployment.compose
-        self.env_path = StackFiles.of(deployment.name).compose_env
+        self.env_path = env_path or StackFiles.of(deployment.name).compose_env
         self.docker: DockerClient = docker_tools.docker_client(
-            host=record.docker_host,
-            compose_files=[compose_file()] + ([compose_file("tls.yaml")] if record.host_tls_dir else []),
+            host=deployment.compose.docker_host,
+            compose_files=self.compose_files(),
             compose_project_name=deployment.project,
             compose_env_files=[self.env_path],
         )
+
+    def compose_files(self) -> list[Path]:
+        """compose.yaml, plus the Dask TLS overlay for a stack with TLS."""
+        return [compose_file()] + ([compose_file("tls.yaml")] if self.deployment.compose.host_tls_dir else [])
 
     # -- plan ---------------------------------------------------------------------------
     @classmethod
@@ -77,7 +83,7 @@ class ComposeBackend(Backend):
 
     def leftovers(self) -> list[str]:
         try:
-            found = self.docker.container.list(all=True, filters={"label": f"{COMPOSE_LABEL}={self.deployment.project}"})
+            found = self.docker.container.list(all=True, filters=[("label", f"{COMPOSE_LABEL}={self.deployment.project}")])
         except DockerException as exc:
             raise StackError(f"cannot list containers ({_docker_error(exc, 1)})", "check that the Docker engine runs and answers") from None
         return [c.name for c in found]
@@ -156,7 +162,8 @@ class ComposeBackend(Backend):
     def find_failure(self) -> tuple[str, str] | None:
         for s in self.services():
             if s.state in ("exited", "dead", "restarting"):
-                return s.service, f"container {s.where} is {s.state} (exit code {s.exit_code})"
+                code = f" (exit code {s.exit_code})" if s.state != "restarting" else ""
+                return s.service, f"container {s.where} is {s.state}{code}"
         return None
 
     def storage_problems(self) -> dict[str, str]:
@@ -181,7 +188,7 @@ def remove_project(name: str, progress: Progress) -> bool:
     """Remove what runs under a stack's name on this machine's engine, found by the Compose
     label alone (for a stack whose state record is lost or unreadable). True if any."""
     project = compose_project(name)
-    label = {"label": f"{COMPOSE_LABEL}={project}"}
+    label = [("label", f"{COMPOSE_LABEL}={project}")]
     try:
         docker = docker_tools.docker_client()
         containers = docker.container.list(all=True, filters=label)
