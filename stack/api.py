@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping
 
-from . import state
+from . import seamless_config, state
 from .backends import BACKENDS, Backend, backend_for
 from .connection import Connection, render
 from .errors import StackError
@@ -96,6 +96,7 @@ def up(spec: StackSpec, progress: Progress = _quiet, *, backends: Mapping[str, t
         rollback(backend, exc, progress)
         raise
     _report_ready(backend.deployment, f"ready in {ready_in:.1f}s ({time.monotonic() - started:.1f}s in all)", progress)
+    seamless_config.refresh(backend.deployment, progress)  # connected Seamless projects: the new addresses
     return backend.deployment
 
 
@@ -139,6 +140,7 @@ def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backend
     write_env_file(backend.deployment)
     what = f"started again: {', '.join(restarted)}" if restarted else "already up and healthy"
     _report_ready(backend.deployment, what, progress)
+    seamless_config.refresh(backend.deployment, progress)
     return backend.deployment
 
 
@@ -169,18 +171,21 @@ def down(name: str, progress: Progress = _quiet, *, backends: Mapping[str, type[
     except StackError:
         if not _down_leftovers(name, progress):
             raise
+        seamless_config.stack_down(name, None, progress)
         return
     if deployment is None:
         progress(f"the state record of {name!r} is unreadable: removing it and what runs under its name here")
         _down_leftovers(name, progress)
         state.forget(name)
         StackFiles.of(name).compose_env.unlink(missing_ok=True)
+        seamless_config.stack_down(name, None, progress)
         return
     progress(f"stopping stack {name!r}")
     backend_for(deployment, dict(backends)).down()
     Path(deployment.env_file).unlink(missing_ok=True)
     state.forget(name)
     progress(f"stack {name!r} is down; data stays in {deployment.buffer_dir} and {deployment.database_dir}")
+    seamless_config.stack_down(name, deployment.method, progress)  # no client file keeps pointing at old ports
 
 
 def _down_leftovers(name: str, progress: Progress) -> bool:
@@ -226,6 +231,7 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
     try:
         session.start()
         write_env_file(deployment, connection)
+        seamless_config.tunnel_opened(deployment, local, progress)  # connected projects use the tunnel's ports
         on_ready(render(connection.variables(), fmt))
         progress(f"tunnel to {destination} open ({', '.join(f'{s} {lp}->{rp}' for s, (lp, rp) in session.forwards.items())}); Ctrl-C closes it")
         while True:
@@ -241,6 +247,7 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
     finally:
         session.stop()
         write_env_file(deployment)  # back to what holds without the tunnel
+        seamless_config.tunnel_closed(deployment, progress)
         progress("tunnel closed")
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from python_on_whales import DockerException
 
-from . import __version__, api, images
+from . import __version__, api, doctor, images, seamless_config, state
 from .connection import FORMATS, render
 from .docker_tools import check_engine, docker_client
 from .errors import StackError
@@ -63,6 +63,8 @@ def _add_up_options(parser: argparse.ArgumentParser, bind_help: str) -> None:
     parser.add_argument("--timeout", type=float, default=_spec_default("timeout"), help="seconds to wait for readiness (default %(default)s)")
     parser.add_argument("--tls", action="store_true", help="Dask TLS with a per-stack certificate (for ports others can reach)")
     parser.add_argument("--format", choices=FORMATS, default="shell", help="format of the environment printed on stdout")
+    parser.add_argument("--project", action="append", default=[], metavar="PROJECT[:STAGE]",
+                        help="connect this Seamless project (and stage) once the stack is ready, as `connect` does (repeatable)")
 
 
 def _add_name(parser: argparse.ArgumentParser) -> None:
@@ -134,9 +136,31 @@ def _parser() -> argparse.ArgumentParser:
     tunnel.add_argument("--format", choices=FORMATS, default="shell")
     tunnel.add_argument("--port-range", help="local ports to use where the classic ones (5522, 5577, 8786, 8787) are busy")
 
+    connect = commands.add_parser(
+        "connect", help="let a Seamless project use the stack through seamless.config.init() (its own YAML files)",
+        description="Write ~/.seamless/clusters/seamless-stack-NAME.yaml and the launcher client files "
+                    "(~/.remote-http-launcher/client/*.json) for the project, and print the lines for its "
+                    "seamless.profile.yaml and seamless.yaml. `up`, `tunnel` and `down` keep the files true. "
+                    "No authentication: anyone who can reach the stack's ports can use it (docs/seamless-config.md).")
+    _add_name(connect)
+    connect.add_argument("--project", required=True, help="the project name of its seamless.yaml (`- project: P`)")
+    connect.add_argument("--stage", help="a stage the project selects with seamless.config.set_stage(S)")
+    disconnect = commands.add_parser("disconnect", help="remove a Seamless project's files (the cluster file goes with the last one)")
+    _add_name(disconnect)
+    which = disconnect.add_mutually_exclusive_group(required=True)
+    which.add_argument("--project", help="the project to disconnect")
+    which.add_argument("--all", action="store_true", help="every project connected to the stack")
+    disconnect.add_argument("--stage", help="with --project: only this stage")
+
+    commands.add_parser("client-requirements", help="the pinned pip requirements of a client that matches the stack's images")
+    doc = commands.add_parser("doctor", help="compare a client's Python, dask, distributed, cloudpickle, msgpack and "
+                                             "seamless-* versions with the stack's; exit 1 on a mismatch")
+    doc.add_argument("--python", default="python3", help="the client's interpreter (default: python3 on PATH)")
+
     logs = commands.add_parser("logs", help="service logs")
     _add_name(logs)
-    logs.add_argument("service", nargs="?", choices=ROLES, help="hashserver, database, scheduler or worker (default: all)")
+    logs.add_argument("service", nargs="?", choices=(*ROLES, "services"),
+                      help="hashserver, database, scheduler or worker; `services`: a Slurm services job's log (default: all)")
     logs.add_argument("--tail", type=int, help="last N lines per container")
 
     imgs = commands.add_parser("images", help="build the images")
@@ -175,12 +199,29 @@ def _up(args) -> int:
         base_image=args.base_image, timeout=args.timeout, tls=args.tls, remote=remote,
         access=getattr(args, "access", None), slurm=slurm,
     )
+    projects = [seamless_config.Project.parse(text) for text in args.project]  # checked before anything starts
+    if projects:
+        seamless_config.cluster_name(spec.name)
     deployment = api.up(spec, progress)
+    if projects:  # stdout carries the environment only: the project lines go to stderr
+        _connect(spec.name, projects, progress)
     sys.stdout.write(render(deployment.connection().variables(), args.format))
     return 0
 
 
+def _connect(name: str, projects: list, out) -> None:
+    seamless_config.connect(name, projects, progress)
+    warning = doctor.version_warning("python3")
+    if warning:
+        progress(f"WARNING: {warning}")
+    for project in projects:
+        for line in seamless_config.project_lines(name, project).splitlines():
+            out(line)
+
+
 def _status(args) -> int:
+    if not state.exists(args.name) and seamless_config.connected(args.name):
+        raise StackError(seamless_config.down_status(args.name))
     report = api.status(args.name)
     d = report.deployment
     if d.slurm:
@@ -197,6 +238,8 @@ def _status(args) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print(f"workers: {report.workers_ready}")
     print(f"buffers: {d.buffer_dir}\ndatabase: {d.database_dir}\nenvironment: {d.env_file}")
+    for line in seamless_config.status_lines(d, report.healthy):
+        print(line)
     if not report.healthy:
         print(f"seamless-stack: error: stack {d.name!r} is not healthy ({'; '.join(report.problems)}): "
               f"`seamless-stack up {d.method} --name {d.name}` with its options starts again what stopped", file=sys.stderr)
@@ -258,7 +301,18 @@ def _run(args) -> int:
         return _images(args)
     if args.command == "tunnel":
         return _tunnel(args)
-    if args.command == "down":
+    if args.command == "doctor":
+        report, text = doctor.doctor(args.python)
+        sys.stdout.write(text)
+        return 1 if report.mismatches else 0
+    if args.command == "connect":
+        _connect(args.name, [seamless_config.Project.of(args.project, args.stage)], print)
+    elif args.command == "disconnect":
+        projects = None if args.all else [seamless_config.Project.of(args.project, args.stage)]
+        seamless_config.disconnect(args.name, projects, progress)
+    elif args.command == "client-requirements":
+        sys.stdout.write(doctor.lock_text())
+    elif args.command == "down":
         api.down(args.name, progress)
     elif args.command == "env":
         sys.stdout.write(api.env(args.name, args.format))

@@ -54,6 +54,11 @@ class StackFiles:
         return self.folder / f"{self.name}.env"
 
     @property
+    def projects(self) -> Path:
+        """Seamless projects connected to the stack (and the running tunnel's ports): seamless_config.py."""
+        return self.folder / f"{self.name}.projects.json"
+
+    @property
     def compose_env(self) -> Path:
         return self.folder / f"{self.name}.compose.env"
 

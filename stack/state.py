@@ -24,7 +24,8 @@ def save(deployment: Deployment) -> None:
 
 def known_names() -> list[str]:
     folder = stacks_dir()
-    return sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+    # <name>.json only: <name>.projects.json (a dot in the stem) is no state record
+    return sorted(p.stem for p in folder.glob("*.json") if "." not in p.stem) if folder.is_dir() else []
 
 
 class CorruptRecord(StackError):
