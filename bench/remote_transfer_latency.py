@@ -1,95 +1,191 @@
-"""Benchmark: the remote methods on the remote-host test bed.
+"""Benchmark: the remote methods, on the remote-host test bed (or a Docker host you name).
 
-1. Image transfer to a fresh remote (docker save | ssh docker load): time and bytes, against
-   `docker save > /dev/null` here (the part of the cost that is not the network or the load).
-2. First-result latency: fresh `seamless-run` transformations from a client on this machine,
-   through `seamless-stack tunnel` (--ssh) vs straight to the remote's ports (--direct).
-   Prints medians and the ratio tunnel / direct.
+1. Image transfer to a remote without our images: `docker save | ssh HOST docker load` of
+   the four images (shared layers once), against `docker save > /dev/null` here (the part
+   of the cost that is neither the network nor the load). Each round first removes our four
+   image tags from the remote. Ratio transfer / save.
+2. First-result latency: fresh `seamless-run` transformations (each one new, so computed)
+   from a client on this machine, against two stacks up side by side on the remote: one
+   `--direct` (straight to the remote's ports), one `--ssh` reached through
+   `seamless-stack tunnel`. The runs alternate between the two. Ratio tunnel / direct.
 
-    .venv/bin/python -m bench.remote_transfer_latency [--runs 10]
+    .venv/bin/python -m bench.remote_transfer_latency [--rounds 3] [--runs 10]
+    .venv/bin/python -m bench.remote_transfer_latency --smoke
+    # an existing host (e.g. a test bed: --host seamless@ADDR --ssh-key KEY); its images are replaced
+    .venv/bin/python -m bench.remote_transfer_latency --host USER@HOST [--ssh-key KEY]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
+import shlex
+import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
-from seamless_stack import docker_tools, images
-from seamless_stack.hosts import copy_images
-from seamless_stack.ssh import Destination
-from testbeds.remote_host import RemoteHost
+from bench.common import CLI, Workspace, client_venv, image_tags, log, report, seamless_run, short_id
 
-ROOT = Path(__file__).resolve().parents[1]
-CLI = str(Path(sys.executable).parent / "seamless-stack")
+CHUNK = 1 << 20
 
 
-def client_venv() -> str:
-    return subprocess.run(["bash", str(ROOT / "scripts/client-venv.sh")], check=True, capture_output=True, text=True).stdout.strip()
+def save_alone(tags: list[str]) -> float:
+    start = time.monotonic()
+    subprocess.run(["docker", "save", *tags], stdout=subprocess.DEVNULL, check=True)
+    return time.monotonic() - start
 
 
-def latencies(env_file: Path, venv: str, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.monotonic()
-        subprocess.run(["bash", "-c", 'source "$1"; shift; exec "$@"', "-", str(env_file), "seamless-run", f"echo {uuid.uuid4().hex}"],
-                       check=True, capture_output=True, env={"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)})
-        times.append(time.monotonic() - start)
-    return times
+def remove_remote_images(ws: Workspace, host: str, tags: list[str]) -> None:
+    ws.ssh(host, f"docker image rm {' '.join(tags)} >/dev/null 2>&1; "
+                 f"! docker image inspect {' '.join(tags)} >/dev/null 2>&1",
+           check=False)
+    left = ws.ssh(host, "docker image ls --format '{{.Repository}}:{{.Tag}}'", text=True).stdout.split()
+    if set(left) & set(tags):
+        raise SystemExit(f"cannot remove our images from {host} (a stack still uses them?): {sorted(set(left) & set(tags))}")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=10)
-    args = parser.parse_args()
-    docker = docker_tools.docker_client()
-    tags = images.build_images(docker)
+def transfer(ws: Workspace, host: str, tags: list[str]) -> tuple[float, int]:
+    """docker save | ssh HOST docker load; returns (seconds, bytes sent)."""
+    start = time.monotonic()
+    save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
+    load = subprocess.Popen(["ssh", host, "docker load -q"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=ws.env)
+    sent = 0
+    try:
+        while chunk := save.stdout.read(CHUNK):
+            load.stdin.write(chunk)
+            sent += len(chunk)
+    finally:
+        load.stdin.close()
+        save.wait()
+        err = load.stderr.read().decode()
+        load.wait()
+    if save.returncode or load.returncode:
+        raise SystemExit(f"docker save | ssh {host} docker load failed ({save.returncode}, {load.returncode}): {err[-2000:]}")
+    return time.monotonic() - start, sent
+
+
+class Tunnel:
+    """`seamless-stack tunnel` in the background; the env file holds local addresses while it runs."""
+
+    def __init__(self, ws: Workspace, name: str):
+        self.process = subprocess.Popen([CLI, "tunnel", "--name", name, "--format", "json"], env=ws.env,
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines: list[str] = []
+        deadline = time.monotonic() + 120
+        while not lines or not lines[-1].startswith("}"):
+            line = self.process.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                self.close()
+                raise SystemExit(f"the tunnel did not come up: {self.process.stderr.read()[-2000:]}")
+            lines.append(line)
+        self.variables = json.loads("".join(lines))
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def run(host: str, ssh_key: str | None, rounds: int, runs: int, warmup: int) -> None:
+    ws = Workspace("seamless-stack-bench-remote", ssh_key)
+    try:
+        _run(ws, host, rounds, runs, warmup)
+    finally:
+        ws.remove()
+
+
+def _run(ws: Workspace, host: str, rounds: int, runs: int, warmup: int) -> None:
+    tags = list(dict.fromkeys(image_tags(ws).values()))
     venv = client_venv()
-    work = Path(tempfile.mkdtemp(prefix="seamless-stack-bench-remote-"))
-    with RemoteHost(name="seamless-stack-bench-remote") as remote:
-        os.environ["PATH"] = f"{remote.bin_dir}:{os.environ['PATH']}"  # an ssh that knows the bed's key
-        env = dict(os.environ, HOME=str(work))
+    ws.ssh(host, "docker info >/dev/null")
+    log(f"images and client venv ready; {host} answers")
 
-        start = time.monotonic()
-        subprocess.run(f"docker save {' '.join(tags.values())} > /dev/null", shell=True, check=True)
-        save_only = time.monotonic() - start
-        start = time.monotonic()
-        sent = copy_images(list(dict.fromkeys(tags.values())), Destination.parse(remote.destination), lambda line: None)
-        transfer = time.monotonic() - start
-        print(f"image transfer: {sent / 1e6:.0f} MB in {transfer:.1f}s ({sent / 1e6 / transfer:.0f} MB/s); "
-              f"docker save alone {save_only:.1f}s; ratio transfer/save {transfer / save_only:.2f}")
+    # 1. image transfer, interleaved with `docker save` alone
+    saves, transfers, sizes = [], [], []
+    for round_ in range(rounds):
+        remove_remote_images(ws, host, tags)
+        log(f"round {round_ + 1}/{rounds}: our images removed from {host}")
+        if round_ % 2 == 0:
+            saves.append(save_alone(tags))
+            seconds, sent = transfer(ws, host, tags)
+        else:
+            seconds, sent = transfer(ws, host, tags)
+            saves.append(save_alone(tags))
+        transfers.append(seconds)
+        sizes.append(sent)
+        log(f"round {round_ + 1}/{rounds}: transfer {sent / 1e6:.0f} MB in {seconds:.1f}s, docker save alone {saves[-1]:.1f}s")
 
-        results = {}
-        for access in ("--direct", "--ssh"):
-            subprocess.run([CLI, "up", "remote", "--name", "bench", "--host", remote.destination, access], env=env,
-                           check=True, capture_output=True)
-            tunnel = None
-            if access == "--ssh":
-                tunnel = subprocess.Popen([CLI, "tunnel", "--name", "bench", "--format", "json"], env=env,
-                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-                while not tunnel.stdout.readline().startswith("}"):
-                    pass
-            env_file = work / ".seamless" / "stacks" / "bench.env"
-            latencies(env_file, venv, 2)  # warm-up: client imports, worker spawn
-            results[access] = latencies(env_file, venv, args.runs)
-            if tunnel:
-                tunnel.terminate()
-                tunnel.wait()
-            subprocess.run([CLI, "down", "--name", "bench"], env=env, check=True, capture_output=True)
-    direct, tunnelled = (statistics.median(results[a]) for a in ("--direct", "--ssh"))
-    print(f"first-result latency, median of {args.runs} fresh transformations:")
-    print(f"  direct              {direct:6.2f}s")
-    print(f"  through the tunnel  {tunnelled:6.2f}s")
-    print(f"  ratio tunnel/direct {tunnelled / direct:6.2f}")
-    print(json.dumps({"direct": results["--direct"], "ssh": results["--ssh"]}))
+    # 2. first-result latency: two stacks side by side, runs alternating between them
+    run_id = short_id()
+    names = {"direct": f"bench-direct-{run_id}", "ssh": f"bench-ssh-{run_id}"}
+    tunnel = None
+    try:
+        for access, name in names.items():
+            log(f"up remote --{access} ({name})")
+            ws.cli("up", "remote", "--name", name, "--host", host, f"--{access}", "--workers", "1",
+                   "--buffer-dir", f"~/{name}/buffers", "--database-dir", f"~/{name}/database")
+        log(f"stacks {', '.join(names.values())} up; {warmup} warm-up and {runs} timed run(s) each")
+        tunnel = Tunnel(ws, names["ssh"])
+        env_files = {access: ws.stacks_dir() / f"{name}.env" for access, name in names.items()}
+        latencies: dict[str, list[float]] = {"direct": [], "ssh": []}
+        for i in range(warmup + runs):
+            order = ("direct", "ssh") if i % 2 == 0 else ("ssh", "direct")
+            for access in order:
+                seconds = seamless_run(venv, env_files[access], f"echo {uuid.uuid4().hex}")
+                if i >= warmup:  # warm-up: client imports, Seamless worker processes spawned
+                    latencies[access].append(seconds)
+        log("timed runs done")
+    finally:
+        if tunnel:
+            tunnel.close()
+        downs = [subprocess.Popen([CLI, "down", "--name", name], env=ws.env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL) for name in names.values()]  # side by side, as they ran
+        for down in downs:
+            down.wait()
+        ws.ssh(host, "rm -rf " + " ".join(shlex.quote(n) for n in names.values()), check=False)
+
+    mb = sizes[-1] / 1e6
+    report(f"image transfer to {host}: {len(tags)} images, {mb:.0f} MB (shared layers once), median of {rounds} round(s):",
+           [(f"docker save | ssh docker load   ({mb / statistics.median(transfers):.0f} MB/s)", transfers),
+            ("docker save > /dev/null alone", saves)],
+           "transfer/save")
+    report(f"\nfirst-result latency of a fresh seamless-run, median of {runs} run(s) each, alternating:",
+           [("through seamless-stack tunnel (--ssh)", latencies["ssh"]),
+            ("direct to the remote's ports (--direct)", latencies["direct"])],
+           "tunnel/direct")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="image transfer rounds (default 3)")
+    parser.add_argument("--runs", type=int, default=10, help="timed seamless-run per access (default 10)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed seamless-run per access first (default 2)")
+    parser.add_argument("--smoke", action="store_true", help="1 transfer, 1 warm-up and 1 timed run each: does it run?")
+    parser.add_argument("--host", help="USER@HOST of an existing remote Docker host (default: start a test bed)")
+    parser.add_argument("--ssh-key", help="private key for --host (default: your ssh set-up)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.runs, args.warmup = 1, 1, 1
+    if args.host:
+        run(args.host, args.ssh_key, args.rounds, args.runs, args.warmup)
+        return
+    from testbeds.remote_host import RemoteHost
+
+    log("starting a remote-host test bed")
+    with RemoteHost(name=f"seamless-stack-bench-remote-{short_id()}") as bed:
+        run(bed.destination, str(bed.key_path), args.rounds, args.runs, args.warmup)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,84 +1,157 @@
 """Benchmark: `up slurm` vs a plain dask-jobqueue SLURMCluster without containers, on the
-Slurm test bed (2 compute nodes).
+Slurm test bed (2 compute nodes), or on a login node you name.
 
 ours:  `seamless-stack up slurm --login ... --min-jobs N` from this machine, until it returns
-       (services job running, services healthy, N worker jobs Seamless-ready); SIFs warm.
+       (services job running, services healthy, N worker jobs Seamless-ready); SIFs warm
+       (built beforehand with `seamless-stack images sif --login`, untimed).
 plain: on the login node, a venv with dask-jobqueue (no containers, no Seamless):
        SLURMCluster(...).scale(jobs=N) until N workers are connected.
-Prints medians and the ratio ours / plain.
+Interleaved rounds (the order alternates). Prints medians and the ratio ours / plain.
 
     .venv/bin/python -m bench.slurm_up_vs_jobqueue [--rounds 3] [--workers 2]
+    .venv/bin/python -m bench.slurm_up_vs_jobqueue --smoke
+    # an existing cluster (e.g. a test bed: --login seamless@ADDR --ssh-key KEY)
+    .venv/bin/python -m bench.slurm_up_vs_jobqueue --login USER@HOST [--ssh-key KEY] [--partition P]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import subprocess
+import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from testbeds.slurm_cluster import SlurmCluster
+from bench.common import ROOT, Workspace, log, report, short_id
 
-CLI = str(Path(sys.executable).parent / "seamless-stack")
 PLAIN = """
 import sys, time
 from dask_jobqueue import SLURMCluster
 from distributed import Client
 start = time.monotonic()
-cluster = SLURMCluster(cores=1, processes=1, memory="600MB", walltime="00:20:00", queue="main",
-                       python="{python}", scheduler_options={{"dashboard_address": ":0"}})
-cluster.scale(jobs={workers})
-Client(cluster).wait_for_workers({workers}, timeout=600)
-print(time.monotonic() - start)
-cluster.close()
+cluster = SLURMCluster(cores=1, processes=1, memory="600MB", walltime="00:20:00", queue={partition!r},
+                       job_name={job_name!r}, python=sys.executable,
+                       scheduler_options={{"dashboard_address": ":0"}})
+try:
+    cluster.scale(jobs={workers})
+    Client(cluster).wait_for_workers({workers}, timeout=600)
+    print(time.monotonic() - start)
+finally:
+    cluster.close()
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def lock_pins(*names: str) -> list[str]:
+    """The stack's own versions of dask & co. (images/lock/dask.txt), so both sides match."""
+    text = (ROOT / "images" / "lock" / "dask.txt").read_text()
+    pins = []
+    for name in names:
+        found = re.search(rf"^{re.escape(name)}==(\S+)", text, re.MULTILINE | re.IGNORECASE)
+        pins.append(f"{name}=={found.group(1)}" if found else name)
+    return pins
+
+
+def plain_venv(ws: Workspace, login: str) -> str:
+    """A venv with dask-jobqueue on the login node, made once (the host's CA bundle for a
+    TLS-intercepting proxy). Returns its python, as a path relative to the login home."""
+    pins = lock_pins("dask-jobqueue", "distributed", "dask")
+    venv = ".cache/seamless-stack-bench/jobqueue-" + "-".join(p.split("==")[-1] for p in pins)
+    python = f"{venv}/bin/python"
+    if ws.ssh(login, f"{python} -c 'import dask_jobqueue'", check=False).returncode == 0:
+        return python
+    log(f"making the baseline's venv on the login node: {' '.join(pins)}")
+    ca = Path(os.environ.get("PIP_CERT") or "/etc/ssl/certs/ca-certificates.crt")
+    cert = ""
+    if ca.is_file():
+        ws.ssh(login, "mkdir -p .cache/seamless-stack-bench && cat > .cache/seamless-stack-bench/ca.pem",
+               input=ca.read_bytes())
+        cert = "PIP_CERT=$HOME/.cache/seamless-stack-bench/ca.pem "
+    ws.ssh(login, f"rm -rf {venv} && python3 -m venv {venv} && {cert}{venv}/bin/pip install -q "
+                  f"--disable-pip-version-check {' '.join(pins)}", timeout=900)
+    return python
+
+
+def run(login: str, ssh_key: str | None, partition: str, rounds: int, workers: int, warmup: int) -> None:
+    ws = Workspace("seamless-stack-bench-slurm", ssh_key)
+    try:
+        _run(ws, login, partition, rounds, workers, warmup)
+    finally:
+        ws.remove()
+
+
+def _run(ws: Workspace, login: str, partition: str, rounds: int, workers: int, warmup: int) -> None:
+    name = f"bench-{short_id()}"
+    up = ["up", "slurm", "--name", name, "--login", login, "--partition", partition, "--cpus", "1",
+          "--memory", "600M", "--time", "01:00:00", "--threads", "1", "--worker-memory", "600MB",
+          "--min-jobs", str(workers), "--max-jobs", str(workers),
+          "--buffer-dir", f"~/{name}/buffers", "--database-dir", f"~/{name}/database"]
+    start = time.monotonic()
+    ws.cli("images", "sif", "--login", login)
+    log(f"SIFs on the login node ready in {time.monotonic() - start:.0f}s (built once, untimed)")
+    start = time.monotonic()
+    python = plain_venv(ws, login)
+    log(f"the baseline's venv on the login node ready in {time.monotonic() - start:.0f}s (made once, untimed)")
+    plain_script = PLAIN.format(partition=partition, job_name=f"{name}-plain", workers=workers)
+
+    def ours_round() -> float:
+        try:
+            return ws.timed_cli(*up)
+        finally:
+            ws.cli("down", "--name", name, check=False)
+
+    def plain_round() -> float:
+        out = ws.ssh(login, f"{python} -", input=plain_script, text=True, timeout=900).stdout
+        return float(out.strip().splitlines()[-1])
+
+    ours, plain = [], []
+    try:
+        for i in range(warmup):
+            log(f"warm-up {i + 1}/{warmup}: ours {ours_round():.1f}s, plain dask-jobqueue {plain_round():.1f}s")
+        for round_ in range(rounds):
+            if round_ % 2 == 0:
+                ours.append(ours_round())
+                plain.append(plain_round())
+            else:
+                plain.append(plain_round())
+                ours.append(ours_round())
+            log(f"round {round_ + 1}/{rounds}: ours {ours[-1]:.1f}s, plain dask-jobqueue {plain[-1]:.1f}s")
+    finally:
+        ws.cli("down", "--name", name, check=False)
+        ws.ssh(login, f"scancel --name {name}-plain; rm -rf {name}", check=False)
+
+    report(f"time to {workers} connected worker(s), median of {rounds} round(s):",
+           [(f"seamless-stack up slurm --login (services job + {workers} worker job(s), Seamless-ready)", ours),
+            (f"plain SLURMCluster on the login node ({workers} worker job(s), no containers)", plain)],
+           "ours/plain")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--workers", type=int, default=2)
-    args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="seamless-stack-bench-slurm-"))
-    options = ["--partition", "main", "--cpus", "1", "--memory", "600M", "--threads", "1",
-               "--worker-memory", "600MB", "--min-jobs", str(args.workers), "--max-jobs", str(args.workers)]
-    with SlurmCluster(name="seamless-stack-bench-slurm", compute_nodes=2) as cluster:
-        (work / "bin").mkdir()
-        (work / "bin" / "ssh").write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {cluster.ssh_config_path} "$@"\n')
-        (work / "bin" / "ssh").chmod(0o755)
-        env = dict(os.environ, HOME=str(work), PATH=f"{work}/bin:{os.environ['PATH']}")
-        login = cluster.alias
-        up = [CLI, "up", "slurm", "--name", "bench", "--login", login, *options]
-        subprocess.run(up, env=env, check=True, capture_output=True)  # warm-up: builds the SIFs
-        subprocess.run([CLI, "down", "--name", "bench"], env=env, check=True, capture_output=True)
+    parser.add_argument("--workers", type=int, default=2, help="worker jobs (default 2)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
+    parser.add_argument("--smoke", action="store_true", help="1 round, 1 worker job, no warm-up: does it run?")
+    parser.add_argument("--login", help="USER@HOST of an existing login node (default: start a test cluster)")
+    parser.add_argument("--ssh-key", help="private key for --login (default: your ssh set-up)")
+    parser.add_argument("--partition", default="main", help="partition for both sides (default main, the test bed's)")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.workers, args.warmup = 1, 1, 0
+    if args.login:
+        run(args.login, args.ssh_key, args.partition, args.rounds, args.workers, args.warmup)
+        return
+    from testbeds.slurm_cluster import SlurmCluster
 
-        # the baseline's environment on the login node: dask-jobqueue from PyPI (host CA for the proxy)
-        ca = Path(os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"))
-        subprocess.run(["ssh", login, "cat > ca.pem"], input=ca.read_bytes(), env=env, check=True)
-        subprocess.run(["ssh", login, "python3 -m venv jq && PIP_CERT=$HOME/ca.pem jq/bin/pip install -q "
-                        "dask-jobqueue==0.9.0 distributed==2026.8.0"], env=env, check=True, capture_output=True)
-        plain_script = PLAIN.format(python="/home/seamless/jq/bin/python", workers=args.workers)
-
-        ours, plain = [], []
-        for round_ in range(args.rounds):
-            start = time.monotonic()
-            subprocess.run(up, env=env, check=True, capture_output=True)
-            ours.append(time.monotonic() - start)
-            subprocess.run([CLI, "down", "--name", "bench"], env=env, check=True, capture_output=True)
-            out = subprocess.run(["ssh", login, "jq/bin/python -"], input=plain_script, text=True, env=env,
-                                 check=True, capture_output=True)
-            plain.append(float(out.stdout.strip().splitlines()[-1]))
-            print(f"round {round_ + 1}: ours {ours[-1]:.1f}s, plain dask-jobqueue {plain[-1]:.1f}s", file=sys.stderr)
-    o, p = statistics.median(ours), statistics.median(plain)
-    print(f"time to {args.workers} connected workers, median of {args.rounds}:")
-    print(f"  seamless-stack up slurm --login (services job + {args.workers} worker jobs, Seamless-ready) {o:6.1f}s")
-    print(f"  plain SLURMCluster on the login node ({args.workers} worker jobs, no containers)        {p:6.1f}s")
-    print(f"  ratio ours/plain {o / p:.2f}")
+    log("starting a Slurm test cluster (2 compute nodes)")
+    start = time.monotonic()
+    with SlurmCluster(name=f"seamless-stack-bench-slurm-{short_id()}", compute_nodes=2) as cluster:
+        log(f"cluster ready in {time.monotonic() - start:.0f}s")
+        run(cluster.destination, str(cluster.key_path), args.partition, args.rounds, args.workers, args.warmup)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:
+        sys.exit(130)

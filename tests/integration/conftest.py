@@ -16,6 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from testbeds.remote_host import RemoteHost
+from testbeds.slurm_cluster import SlurmCluster
+
 ROOT = Path(__file__).resolve().parents[2]
 CLI = Path(sys.executable).parent / "seamless-stack"
 CLIENT_SCRIPTS = Path(__file__).parent / "client"
@@ -28,6 +31,37 @@ def client_venv(docker_engine) -> Path:
         return Path(given)
     out = subprocess.run(["bash", str(ROOT / "scripts" / "client-venv.sh")], check=True, capture_output=True, text=True)
     return Path(out.stdout.strip().splitlines()[-1])
+
+
+def pytest_collection_modifyitems(config, items):
+    """The benchmarks' smoke runs (test_benches.py) go last: the tests themselves then do the
+    first image copy to the remote bed and the first SIF build on the cluster, and the
+    benchmarks find both beds up (stable sort: the rest keeps its order)."""
+    items.sort(key=lambda item: item.path.name == "test_benches.py")
+
+
+# The test beds, built once per session and shared by every module that needs them
+# (test_remote/test_slurm and the benchmarks' smoke runs in test_benches). Their names are
+# unique per session: two sessions on one machine (two developers, CI next to a developer)
+# must never meet on one bed, where one's start-up failure would remove the other's bed.
+BED_SUFFIX = uuid.uuid4().hex[:6]
+
+
+@pytest.fixture(scope="session")
+def remote(docker_engine):
+    """A remote Docker host: a container with sshd and its own dockerd (testbeds/remote_host.py)."""
+    with RemoteHost(name=f"seamless-stack-test-remote-{BED_SUFFIX}") as host:
+        # a second login with the same key, outside the docker group
+        host.exec("useradd --create-home nodocker && usermod -p '*' nodocker && install -d -m 700 -o nodocker /home/nodocker/.ssh && "
+                  "install -m 600 -o nodocker /home/seamless/.ssh/authorized_keys /home/nodocker/.ssh/")
+        yield host
+
+
+@pytest.fixture(scope="session")
+def cluster(docker_engine):
+    """A Slurm + Apptainer cluster: a login/controller node and two compute nodes (testbeds/slurm_cluster.py)."""
+    with SlurmCluster(name=f"seamless-stack-test-slurm-{BED_SUFFIX}", compute_nodes=2) as c:
+        yield c
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 The host acts as the workstation: the CLI reaches the remote over real SSH (key auth), moves
 the images with docker save | ssh docker load, and a real Seamless client computes on the
-remote's workers, directly or through `seamless-stack tunnel`.
+remote's workers, directly or through `seamless-stack tunnel`. The bed (fixture `remote`)
+lives in conftest.py: one per session, shared with the benchmarks' smoke runs.
 """
 
 from __future__ import annotations
@@ -18,18 +19,7 @@ import uuid
 
 import pytest
 
-from testbeds.remote_host import RemoteHost
-
 from .conftest import CLI
-
-
-@pytest.fixture(scope="module")
-def remote(docker_engine):
-    with RemoteHost(name="seamless-stack-test-remote") as host:
-        # a second login with the same key, outside the docker group
-        host.exec("useradd --create-home nodocker && usermod -p '*' nodocker && install -d -m 700 -o nodocker /home/nodocker/.ssh && "
-                  "install -m 600 -o nodocker /home/seamless/.ssh/authorized_keys /home/nodocker/.ssh/")
-        yield host
 
 
 @pytest.fixture
@@ -73,7 +63,7 @@ def test_remote_direct_images_moved_results_on_remote(rcli, client, remote):
 
     # status and logs work as for local stacks; down/up keeps the data and moves no image again
     status = rcli.run("status", "--name", name)
-    assert status.returncode == 0 and "1/1 workers Seamless-ready" in status.stdout, status.stdout
+    assert status.returncode == 0 and "1/1 workers ready" in status.stdout, status.stdout
     assert "distributed" in rcli.run("logs", "scheduler", "--name", name, "--tail", "20").stdout
     assert rcli.run("down", "--name", name).returncode == 0
     assert remote_workers(remote) == set()

@@ -3,7 +3,9 @@
 The host acts as the workstation: `up slurm --login` builds the SIFs on the login node
 from our images, submits the services job, and dask-jobqueue (inside the scheduler
 container, through the host-side relay) launches worker jobs on demand. A real Seamless
-client reaches the services through `seamless-stack tunnel`, or directly.
+client reaches the services through `seamless-stack tunnel`, or directly. The cluster
+(fixture `cluster`) lives in conftest.py: one per session, shared with the benchmarks'
+smoke runs.
 """
 
 from __future__ import annotations
@@ -18,19 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from testbeds.slurm_cluster import SlurmCluster
-
 from .conftest import CLI
 
 # The services job takes a whole (2-core) node, so worker jobs land on the other one.
 JOB_OPTIONS = ["--partition", "main", "--cpus", "2", "--memory", "600M", "--time", "02:00:00",
                "--threads", "1", "--worker-memory", "600MB", "--worker-walltime", "00:30:00", "--timeout", "900"]
-
-
-@pytest.fixture(scope="module")
-def cluster(docker_engine):
-    with SlurmCluster(name="seamless-stack-test-slurm", compute_nodes=2) as c:
-        yield c
 
 
 @pytest.fixture
@@ -188,3 +182,63 @@ def test_slurm_bad_input(scli, cluster):
     _fails(busy)
     assert "only 3 free ports" in busy.stderr or "ended before its services started" in busy.stderr
     assert our_jobs(cluster) == []
+
+
+def test_a_seamless_project_through_the_tunnel(scli, client_venv, cluster, tmp_path):
+    """Seamless' own configuration route (seamless.config.init()) on a Slurm stack over SSH:
+    the project's files hold the tunnel's ports while `tunnel` runs, and say what to run otherwise."""
+    from .test_seamless_config import SERVICES, SeamlessProject, buffer_path, client_files, scheduler_plugin
+
+    name = "cfg" + uuid.uuid4().hex[:8]
+    scli.names.append(name)
+    cluster_name = f"seamless-stack-{name}"
+    up = scli.up(name, "--login", cluster.destination, *JOB_OPTIONS, "--project", "demo", method="slurm", timeout=1800)
+    assert up.returncode == 0, up.stderr
+    assert f"seamless-stack tunnel --name {name}" in up.stderr
+    connect = scli.run("connect", "--name", name, "--project", "demo", "--stage", "gpu")
+    assert connect.returncode == 0, connect.stderr
+    project = SeamlessProject(tmp_path / "project", client_venv, scli.home)
+    project.write_config(connect.stdout)
+
+    # no tunnel yet: no client files, and the script says what to run
+    assert client_files(scli.home) == {}
+    waiting = project.run("3")
+    assert waiting.returncode != 0 and f"seamless-stack tunnel --name {name}" in waiting.stderr
+
+    record = json.loads((scli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
+    remote_ports, node_address = record["placement"]["ports"], record["placement"]["host_name"]
+    node = services_node(scli, name)
+    tunnel = TunnelProcess(scli, name)
+    try:
+        files = client_files(scli.home)
+        keys = {project.resolve_key(s, cluster_name, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
+        assert set(files) == keys
+        hashserver = json.loads(files[f"hashserver-{cluster_name}-rw-demo"].read_text())
+        assert hashserver["hostname"] == "127.0.0.1" and hashserver["tunneled-port"] == remote_ports["hashserver"]
+        assert hashserver["port"] == int(tunnel.variables["SEAMLESS_WRITE_BUFFER_SERVER"].rsplit(":", 1)[1])
+
+        answer = project.result("3")
+        for result in (answer["direct"], answer["delayed"]):
+            assert result["host"] in cluster.compute_nodes and result["host"] != node, "a worker job on another node"
+        home = Path(cluster.home_path) / cluster.user
+        assert buffer_path(home / ".seamless" / "buffers", answer["result_checksum"]).is_file()
+        staged = project.result("4", "gpu")
+        assert staged["delayed"]["value"] == 5 and staged["delayed"]["host"] in cluster.compute_nodes
+
+        # nothing launched: no launcher server state, no process with this HOME but the tunnel's
+        assert not (scli.home / ".remote-http-launcher" / "server").exists()
+        left = [cmd for cmd in project.processes() if "tunnel" not in cmd and not cmd.startswith(("ssh ", "/usr/bin/ssh "))]
+        assert left == []
+        # workers keep the services node's address (the preload), not the tunnel's 127.0.0.1
+        plugin = scheduler_plugin(client_venv, scli.home, tunnel.variables["SEAMLESS_DASK_SCHEDULER"])
+        assert plugin["buffer"][0]["url"] == f"http://{node_address}:{remote_ports['hashserver']}"
+    finally:
+        assert tunnel.close() == 0
+    assert client_files(scli.home) == {}, "the tunnel's ports are gone with it"
+    status = scli.run("status", "--name", name)
+    assert f"seamless-stack tunnel --name {name}" in status.stdout
+
+    assert scli.run("down", "--name", name).returncode == 0
+    failed = project.run("3")
+    assert failed.returncode != 0
+    assert f"stack {name} is down" in failed.stderr and f"seamless-stack up slurm --name {name}" in failed.stderr
