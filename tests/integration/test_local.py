@@ -123,11 +123,13 @@ def test_environment_variables_configure_up(cli, client, tmp_path):
     assert client.run(out_file, "seamless-run", "echo from-env-file").stdout.strip() == "from-env-file"
 
 
-def test_ports_are_published_on_loopback_only(cli, tmp_path):
-    name = cli.new_name()
-    assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
-    out = subprocess.run(["docker", "ps", "--filter", f"label=com.docker.compose.project=seamless-{name}", "--format", "{{.Ports}}"],
-                         capture_output=True, text=True, check=True).stdout
+def test_ports_are_published_on_loopback_only(docker_engine):
+    """Needs only "a running stack": the throwaway one from seamless_stack.testing."""
+    from seamless_stack.testing import SeamlessStack
+
+    with SeamlessStack(workers=1, threads=1) as stack:
+        out = subprocess.run(["docker", "ps", "--filter", f"label=com.docker.compose.project={stack.project}", "--format", "{{.Ports}}"],
+                             capture_output=True, text=True, check=True).stdout
     published = [p for p in out.replace(",", " ").split() if "->" in p]
     assert len(published) == 4 and all(p.startswith("127.0.0.1:") for p in published)
 
