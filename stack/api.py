@@ -18,6 +18,7 @@ from typing import Callable, Iterator, Mapping
 
 from . import seamless_config, state
 from .backends import BACKENDS, Backend, backend_for
+from .backends.compose import remove_project
 from .connection import Connection, render
 from .errors import StackError
 from .health import ServiceFailed, stack_waits, wait_until_ready
@@ -190,8 +191,6 @@ def down(name: str, progress: Progress = _quiet, *, backends: Mapping[str, type[
 
 def _down_leftovers(name: str, progress: Progress) -> bool:
     """Containers of a local stack whose record is gone: found by their Compose labels."""
-    from .backends.compose import remove_project
-
     return remove_project(name, progress)
 
 
