@@ -4,13 +4,12 @@ name, and bad input is one line with nothing left behind."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 
 import pytest
 
-from .conftest import project_containers, service_hostnames
+from .conftest import project_containers
 from .test_errors import assert_clean_failure
 
 
