@@ -60,21 +60,24 @@ def test_a_deleted_buffer_directory_makes_status_unhealthy(cli, tmp_path):
     assert result.returncode == 1 and f"{tmp_path / 'b'} is gone" in result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("content", ["{not json", "{}", '{"name": 3}', "[1, 2]", ""])
-def test_a_corrupt_record_is_one_line_and_affects_no_other_stack(cli, tmp_path, content):
+CORRUPT_RECORDS = ["{not json", "{}", '{"name": 3}', "[1, 2]", ""]
+
+
+def test_a_corrupt_record_is_one_line_and_affects_no_other_stack(cli, tmp_path):
     good = cli.new_name()
     assert cli.up(good, *storage(tmp_path)).returncode == 0
     records = cli.home / ".seamless" / "stacks"
-    (records / "broken.json").write_text(content)
     cli.names.append("broken")
-    for command in (["env"], ["status"], ["logs"]):
-        result = cli.run(*command, "--name", "broken")
-        assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert result.stderr.strip().startswith("seamless-stack: error: the state record of stack 'broken'")
-        assert "seamless-stack down --name broken" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    for content in CORRUPT_RECORDS:
+        (records / "broken.json").write_text(content)
+        for command in (["env"], ["status"], ["logs"]):
+            result = cli.run(*command, "--name", "broken")
+            assert result.returncode == 2 and "Traceback" not in result.stderr, (content, command)
+            assert result.stderr.strip().startswith("seamless-stack: error: the state record of stack 'broken'"), content
+            assert "seamless-stack down --name broken" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert cli.run("status", "--name", good).returncode == 0, "another stack is not affected"
     other = cli.new_name()
     assert cli.up(other, *storage(tmp_path)).returncode == 0, "up of another stack is not affected"
-    assert cli.run("status", "--name", good).returncode == 0
     assert cli.run("down", "--name", "broken").returncode == 0 and not (records / "broken.json").exists()
 
 
