@@ -126,8 +126,9 @@ class ComposeBackend(Backend):
 
     def converge(self, spec: StackSpec, progress: Progress) -> list[str]:
         """`compose up` again with the same variables: Compose starts exactly what is not running."""
-        stopped = sorted({s.service for s in self.services() if not s.running})
-        if len(self.services()) < len(ROLES) - 1 + self.deployment.workers:
+        services = self.services()
+        stopped = sorted({s.service for s in services if not s.running})
+        if len(services) < len(ROLES) - 1 + self.deployment.workers:
             stopped = stopped or ["missing containers"]
         if stopped:
             progress(f"stack {self.deployment.name!r}: starting again {', '.join(stopped)}")
