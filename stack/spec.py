@@ -206,15 +206,16 @@ def build_spec(
     access = access or default_access
     if bind is None:
         bind = "0.0.0.0" if (method == "remote" and access == "direct") else default_bind
+    # Elsewhere, paths are resolved there (`~` is that user's home): only checked here.
+    buffers = one_line(buffer_dir, "--buffer-dir") or option_default(StackSpec, "buffer_dir")
+    database = one_line(database_dir, "--database-dir") or option_default(StackSpec, "database_dir")
     if method == "slurm":
         destination = Destination.parse(remote) if remote else None
-        buffers, database = one_line(buffer_dir, "--buffer-dir") or "~/.seamless/buffers", one_line(database_dir, "--database-dir") or "~/.seamless/database"
         slurm = validate_slurm(slurm or SlurmOptions())
         if tls:
             raise StackError("--tls is not available for Slurm stacks", "reach them over SSH (--login, the default access) instead")
     elif method == "remote":
         destination = Destination.parse(remote or "")
-        buffers, database = one_line(buffer_dir, "--buffer-dir") or "~/.seamless/buffers", one_line(database_dir, "--database-dir") or "~/.seamless/database"
         if access == "ssh" and bind != "127.0.0.1":
             raise StackError("--ssh publishes on the remote's 127.0.0.1 only", "drop --bind, or use --direct --bind ADDR")
     else:
