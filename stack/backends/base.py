@@ -24,6 +24,7 @@ class ServiceState:
     state: str  # running, exited, restarting, pending (reason), ...
     health: str = ""  # healthy, starting, unhealthy; "" where the backend has no healthcheck
     exit_code: int = 0
+    restarts: int = 0  # times the engine restarted it (its restart policy)
 
     @property
     def running(self) -> bool:

@@ -41,11 +41,15 @@ def _reserved_ports(spec: StackSpec, docker_host: str | None) -> set[int]:
             for port in d.ports.values()}
 
 
+CRASH_LOOP_RESTARTS = 3  # restarts during one `up` that make a service failed, not just restarted
+
+
 class ComposeBackend(Backend):
     def __init__(self, deployment: Deployment, env_path: Path | None = None):
         """env_path: where the Compose variables go (default: next to the state record)."""
         super().__init__(deployment)
         self.env_path = env_path or StackFiles.of(deployment.name).compose_env
+        self._restarts_seen: dict[str, int] = {}  # container -> restart count when first looked at
         self.docker: DockerClient = docker_tools.docker_client(
             host=deployment.compose.docker_host,
             compose_files=self.compose_files(),
@@ -157,14 +161,20 @@ class ComposeBackend(Backend):
                 state="restarting" if state.restarting else state.status,
                 health=state.health.status if state.health else "",
                 exit_code=state.exit_code or 0,
+                restarts=container.restart_count or 0,
             ))
         return sorted(states, key=lambda s: (ROLES.index(s.service) if s.service in ROLES else 99, s.where))
 
     def find_failure(self) -> tuple[str, str] | None:
+        """An exited container, or one the engine keeps restarting. One restart is not a
+        failure: a worker whose scheduler was killed exits and comes back by the restart
+        policy once `up` has started the scheduler again."""
         for s in self.services():
-            if s.state in ("exited", "dead", "restarting"):
-                code = f" (exit code {s.exit_code})" if s.state != "restarting" else ""
-                return s.service, f"container {s.where} is {s.state}{code}"
+            first_seen = self._restarts_seen.setdefault(s.where, s.restarts)
+            if s.state in ("exited", "dead"):
+                return s.service, f"container {s.where} is {s.state} (exit code {s.exit_code})"
+            if s.state == "restarting" and s.restarts - first_seen >= CRASH_LOOP_RESTARTS:
+                return s.service, f"container {s.where} keeps restarting ({s.restarts} restarts, exit code {s.exit_code})"
         return None
 
     def storage_problems(self) -> dict[str, str]:
