@@ -128,6 +128,9 @@ def _log_service(service: str) -> str | None:
 
 def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backends, gate: Gate) -> Deployment:
     """`up` on a stack that exists: same settings -> start what is not running; else refuse."""
+    if spec.rotate:
+        raise StackError(f"stack {spec.name!r} is up: --rotate makes new credentials for a stack that is down",
+                         f"`seamless-stack down --name {spec.name}`, then `up` again with --rotate")
     wanted = spec.settings()
     differences = [f"{key} {previous.settings.get(key) or '-'} -> {wanted[key] or '-'}"
                    for key in sorted(wanted) if previous.settings.get(key) != wanted[key]]
@@ -157,6 +160,8 @@ def write_env_file(deployment: Deployment, connection: Connection | None = None)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = f"seamless-stack {deployment.name!r} ({deployment.method}, {deployment.access}); source this file"
     tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.touch(mode=0o600)  # it carries the stack's secret
     tmp.write_text(render((connection or deployment.connection()).variables(), "shell", header=header))
     os.replace(tmp, path)
     return path

@@ -61,7 +61,10 @@ def _add_up_options(parser: argparse.ArgumentParser, bind_help: str) -> None:
     parser.add_argument("--worker-requirements", help="pip requirements file: build and use a worker image with these libraries")
     parser.add_argument("--base-image", help="base image to build from (default: seamless-stack/base:bookworm if made, else debian:bookworm-slim)")
     parser.add_argument("--timeout", type=float, default=_spec_default("timeout"), help="seconds to wait for readiness (default %(default)s)")
-    parser.add_argument("--tls", action="store_true", help="Dask TLS with a per-stack certificate (for ports others can reach)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="no credentials (local stacks on 127.0.0.1 only; every local user can then use the stack)")
+    parser.add_argument("--rotate", action="store_true",
+                        help="make the stack's credentials anew (clients need the new environment output)")
     parser.add_argument("--format", choices=FORMATS, default="shell", help="format of the environment printed on stdout")
     parser.add_argument("--project", action="append", default=[], metavar="PROJECT[:STAGE]",
                         help="connect this Seamless project (and stage) once the stack is ready, as `connect` does (repeatable)")
@@ -196,7 +199,7 @@ def _up(args) -> int:
         name=args.name, method=args.method, port_range=args.port_range, scheduler_port=args.scheduler_port,
         workers=args.workers, threads=args.threads, bind=args.bind, buffer_dir=args.buffer_dir,
         database_dir=args.database_dir, worker_requirements=args.worker_requirements,
-        base_image=args.base_image, timeout=args.timeout, tls=args.tls, remote=remote,
+        base_image=args.base_image, timeout=args.timeout, insecure=args.insecure, rotate=args.rotate, remote=remote,
         access=getattr(args, "access", None), slurm=slurm,
     )
     projects = [seamless_config.Project.parse(text) for text in args.project]  # checked before anything starts
@@ -219,6 +222,15 @@ def _connect(name: str, projects: list, out) -> None:
             out(line)
 
 
+def _security(d) -> str:
+    if d.credentials_dir:
+        http = "HTTPS" if d.http_tls else "HTTP on loopback"
+        return f"Dask mutual TLS, dashboard client certificate, hashserver/database secret ({http}); credentials in {d.credentials_dir}"
+    if d.method == "slurm":
+        return "NONE: Slurm stacks are not secured yet; every user who reaches the services node can use the stack"
+    return "NONE (--insecure): every user of this machine can use the stack and run code as you"
+
+
 def _status(args) -> int:
     if not state.exists(args.name) and seamless_config.connected(args.name):
         raise StackError(seamless_config.down_status(args.name))
@@ -229,6 +241,7 @@ def _status(args) -> int:
     else:
         where = f"Compose project {d.project}" + (f" on {d.ssh_destination}" if d.ssh_destination else "") + f", published on {d.bind}"
     print(f"stack {d.name!r} ({d.method}, {d.access}): {where}")
+    print(f"security: {_security(d)}")
     rows = [("SERVICE", "CONTAINER/JOB", "STATE", "HEALTH", "PORT", "ANSWERS")]
     rows += [(s.service, s.where, s.state, s.health, s.port, s.answer) for s in report.services]
     if len(rows) == 1:

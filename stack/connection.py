@@ -8,15 +8,21 @@ Three sections, all carrying the same addresses:
   `remote_url`, not `url`; so both hold the client-reachable address. Workers never use
   these: the scheduler preload gives them their own, worker-facing addresses;
 - SSH: SEAMLESS_SSH_<SERVICE>_HOST/PORT, where to point `ssh -L` at.
+
+A secured stack (the default) adds the client side of its credentials: the HTTP secret inside
+the hashserver and database URLs (`seamless_remote` sends it as Basic auth), SSL_CERT_FILE
+(system roots plus the stack's CA) where those URLs are https, and the Dask client
+certificate for the tls:// scheduler. The output holds a secret: files get mode 0600.
 """
 
 from __future__ import annotations
 
 import json
 import shlex
+from pathlib import Path
 from dataclasses import dataclass
 
-from . import tls
+from . import credentials
 
 FORMATS = ("shell", "dotenv", "json")
 
@@ -32,7 +38,8 @@ class Connection:
     ssh_host: str  # host to SSH to; the services listen on its loopback...
     ssh_ports: dict[str, int] | None = None  # ...on these ports (default: the ports above)
     direct: bool = True  # False: only the SSH section (clients need a tunnel first)
-    tls_dir: str | None = None  # Dask TLS: the stack's certificate folder
+    credentials_dir: str | None = None  # the stack's credentials here; None: an --insecure stack
+    http_tls: bool = False  # hashserver and database speak https
 
     def variables(self) -> dict[str, str]:
         ssh_ports = self.ssh_ports or {"hashserver": self.hashserver_port, "database": self.database_port,
@@ -48,10 +55,14 @@ class Connection:
         return {**self.client_variables(), **ssh_section} if self.direct else ssh_section
 
     def client_variables(self) -> dict[str, str]:
-        hashserver = f"http://{self.host}:{self.hashserver_port}"
-        database = f"http://{self.host}:{self.database_port}"
-        scheme = "tls" if self.tls_dir else "tcp"
+        hashserver, database = self.http_url(self.hashserver_port), self.http_url(self.database_port)
+        scheme = "tls" if self.credentials_dir else "tcp"
         scheduler = f"{scheme}://{self.host}:{self.scheduler_port}"
+        secured = {}
+        if self.credentials_dir:
+            secured = credentials.dask_variables(self.credentials_dir, "client")
+            if self.http_tls:
+                secured["SSL_CERT_FILE"] = f"{self.credentials_dir}/bundle.pem"
 
         def client_entry(url: str) -> dict:
             return {"url": url, "remote_url": url, "readonly": False}
@@ -66,8 +77,16 @@ class Connection:
             "SEAMLESS_REMOTE_CLIENTS": json.dumps(remote_clients, separators=(",", ":")),
             "SEAMLESS_DASK_SCHEDULER": scheduler,
             "SEAMLESS_DASK_WORKERS": str(self.seamless_workers),
-            **(tls.client_variables(self.tls_dir) if self.tls_dir else {}),
+            **secured,
         }
+
+    def http_url(self, port: int, with_secret: bool = True) -> str:
+        """http(s)://[seamless:SECRET@]host:port; the secret is read from the stack's folder."""
+        scheme = "https" if self.http_tls else "http"
+        auth = ""
+        if with_secret and self.credentials_dir:
+            auth = f"{credentials.USER}:{credentials.Credentials(Path(self.credentials_dir)).secret}@"
+        return f"{scheme}://{auth}{self.host}:{port}"
 
 
 def _dotenv_quote(value: str) -> str:

@@ -7,11 +7,13 @@ addresses of services that are not up (one of the old scripts' sins).
 from __future__ import annotations
 
 import json
+import ssl
 import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Callable, Protocol, Sequence
 
+from . import credentials
 from .errors import StackError
 
 
@@ -30,8 +32,8 @@ class ServiceFailed(StackError):
         super().__init__(problem, fix)
 
 
-def _get(url: str, timeout: float = 2.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
+def _get(url: str, context: ssl.SSLContext | None = None, timeout: float = 2.0) -> str:
+    with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
         return response.read().decode(errors="replace")
 
 
@@ -48,10 +50,11 @@ class HttpWait:
     service: str
     url: str
     expect: str
+    context: ssl.SSLContext | None = None  # https: the stack's CA and client certificate
 
     def check(self) -> tuple[bool, str]:
         try:
-            body = _get(self.url)
+            body = _get(self.url, self.context)
         except Exception as exc:  # connection refused, reset, timeout...
             if _not_answering(exc):
                 return False, "starting"
@@ -66,12 +69,13 @@ class SeamlessWorkersWait:
     """The scheduler preload reports `count` workers whose Seamless plugin is set up."""
 
     service: str
-    url: str  # http://host:dashboard/seamless-stack/ready
+    url: str  # http(s)://host:dashboard/seamless-stack/ready
     count: int
+    context: ssl.SSLContext | None = None
 
     def check(self) -> tuple[bool, str]:
         try:
-            report = json.loads(_get(self.url))
+            report = json.loads(_get(self.url, self.context))
         except Exception as exc:
             return False, "scheduler starting" if _not_answering(exc) else f"scheduler answers {getattr(exc, 'reason', exc)}"
         if not report.get("plugin"):
@@ -84,12 +88,13 @@ class SeamlessWorkersWait:
 
 def stack_waits(c, workers: int) -> list[Wait]:
     """The gate for one stack, as a client with Connection c sees it."""
-    base = f"http://{c.host}"
+    context = credentials.client_ssl_context(c.credentials_dir) if c.credentials_dir else None
+    dashboard = f"{'https' if context else 'http'}://{c.host}:{c.dashboard_port}"
     return [
-        HttpWait("hashserver", f"{base}:{c.hashserver_port}/healthcheck", "OK"),
-        HttpWait("database", f"{base}:{c.database_port}/healthcheck", "OK"),
-        HttpWait("scheduler", f"{base}:{c.dashboard_port}/health", "ok"),
-        SeamlessWorkersWait("worker", f"{base}:{c.dashboard_port}/seamless-stack/ready", workers),
+        HttpWait("hashserver", f"{c.http_url(c.hashserver_port, with_secret=False)}/healthcheck", "OK", context),
+        HttpWait("database", f"{c.http_url(c.database_port, with_secret=False)}/healthcheck", "OK", context),
+        HttpWait("scheduler", f"{dashboard}/health", "ok", context),
+        SeamlessWorkersWait("worker", f"{dashboard}/seamless-stack/ready", workers, context),
     ]
 
 

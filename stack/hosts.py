@@ -59,12 +59,15 @@ class LocalHost:
     def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:
         """Images are built here: nothing to move."""
 
-    def install_tls(self, folder: Path, name: str) -> str:
-        """The certificate folder is already here; when root runs us, the services' user must read it."""
+    def install_credentials(self, folder: Path, name: str) -> str:
+        """The credentials are already here; when root runs us, the services' user must read them."""
         if os.getuid() == 0:
             for path in (folder, *folder.iterdir()):
                 os.chown(path, self.uid, self.gid)
         return str(folder)
+
+
+SERVICE_FILES = ("ca.crt", "server.crt", "server.key", "http.secret", "bundle.pem")  # what the containers read
 
 
 def listening_ports(proc_net_tcp: str) -> set[int]:
@@ -139,12 +142,14 @@ class SSHDockerHost:
         silently, empty and owned by root."""
         return prepare_dirs(self.shell, self.home, dirs, owner=(self.uid, self.gid))
 
-    def install_tls(self, folder: Path, name: str) -> str:
-        """Copy the stack's certificate and key to the remote (mode 600), for its containers."""
+    def install_credentials(self, folder: Path, name: str) -> str:
+        """Copy what the services need of the stack's credentials to the remote (folder 700,
+        files 600), for its containers. The CA key and the client identity stay here."""
         target = StackFiles.of(name).remote_tls(self.home)
-        for file in sorted(folder.iterdir()):
-            self.shell.write(f"{target}/{file.name}", file.read_bytes(), mode="600")
-        self.shell.run(f'[ "$(id -u)" != 0 ] || chown -R {self.uid}:{self.gid} {quote(target)}', what="handing over the TLS files")
+        self.shell.run(f"rm -rf {quote(target)} && mkdir -p -m 700 {quote(target)}", what="making the credentials folder")
+        for file in SERVICE_FILES:
+            self.shell.write(f"{target}/{file}", (folder / file).read_bytes(), mode="600")
+        self.shell.run(f'[ "$(id -u)" != 0 ] || chown -R {self.uid}:{self.gid} {quote(target)}', what="handing over the credentials")
         return target
 
     def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:

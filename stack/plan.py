@@ -15,7 +15,7 @@ from typing import Iterable
 from .connection import Connection
 from .layout import PORTS, StackFiles, compose_project
 from .ports import allocate_ports
-from .spec import StackSpec
+from .spec import LOOPBACK, StackSpec
 
 WILDCARDS = ("0.0.0.0", "::")
 METHODS = ("local", "remote", "slurm")
@@ -33,7 +33,7 @@ class ComposeRecord:
     uid: int  # the services run as uid:gid (never 0)
     gid: int
     docker_host: str | None = None  # DOCKER_HOST for a remote engine (ssh://...)
-    host_tls_dir: str | None = None  # the Dask TLS folder on the Docker host, for the containers
+    host_credentials_dir: str | None = None  # the stack's credentials on the Docker host, for the containers
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class Deployment:
     settings: dict[str, str]  # the spec's settings that define the stack: `up` compares them
     access: str = "direct"  # direct: clients reach the published ports; ssh: through tunnels
     ssh_destination: str | None = None  # USER@HOST[:PORT] for tunnels and remote commands
-    tls_dir: str | None = None  # Dask TLS certificate folder here, for clients
+    credentials_dir: str | None = None  # the stack's credentials here, for clients; None: --insecure
     placement: Placement | None = None
     compose: ComposeRecord | None = None
     slurm: SlurmRecord | None = None
@@ -75,6 +75,12 @@ class Deployment:
     @property
     def host_name(self) -> str:
         return self.placement.host_name if self.placement else "?"
+
+    @property
+    def http_tls(self) -> bool:
+        """HTTPS for the hashserver and database where their links leave the machine: Slurm
+        (workers on other nodes), or a bind others reach. Loopback and SSH tunnels need no TLS."""
+        return self.credentials_dir is not None and (self.method == "slurm" or self.bind not in LOOPBACK)
 
     @property
     def tunnel_target(self) -> str:
@@ -106,7 +112,8 @@ class Deployment:
             ssh_host=(self.slurm.node if self.slurm and self.slurm.node else self.host_name),
             ssh_ports=dict(self.ports),
             direct=self.access == "direct" or local_ports is not None,
-            tls_dir=self.tls_dir,
+            credentials_dir=self.credentials_dir,
+            http_tls=self.http_tls,
         )
 
     def to_dict(self) -> dict:
@@ -157,13 +164,13 @@ def compose_plan(
     dirs: tuple[str, str],
     *,
     reserved_ports: Iterable[int] = (),
-    tls_dirs: tuple[str, str] | None = None,
+    credentials_dirs: tuple[str, str] | None = None,
 ) -> Deployment:
     """Allocate ports on the Docker host and fix every address. Starts nothing.
 
     host: hosts.LocalHost or hosts.SSHDockerHost (is_free, uid, gid, name, docker_host).
     dirs: the storage directories, checked on the Docker host.
-    tls_dirs: (here, on the Docker host) folders of the stack's TLS certificate, if any.
+    credentials_dirs: (here, on the Docker host) folders of the stack's credentials; None for --insecure.
     """
     ports = allocate_ports(
         PORTS,
@@ -174,10 +181,10 @@ def compose_plan(
     )
     return Deployment(
         **_common(spec, *dirs, workers=spec.workers),
-        tls_dir=tls_dirs[0] if tls_dirs else None,
+        credentials_dir=credentials_dirs[0] if credentials_dirs else None,
         placement=Placement(host.name, ports),
         compose=ComposeRecord(images=images, uid=host.uid, gid=host.gid, docker_host=host.docker_host,
-                              host_tls_dir=tls_dirs[1] if tls_dirs else None),
+                              host_credentials_dir=credentials_dirs[1] if credentials_dirs else None),
     )
 
 

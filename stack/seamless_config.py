@@ -386,7 +386,7 @@ def refresh(deployment: Deployment, progress: Progress = _quiet) -> None:
             return
         record.method = deployment.method
         save(record)
-        if deployment.tls_dir:  # Seamless writes tcp:// for the scheduler itself: it cannot reach this one
+        if deployment.credentials_dir:  # Seamless writes tcp:// for the scheduler itself: it cannot reach this one
             _remove_client_files(deployment.name, record.projects)
             progress(f"WARNING: Seamless projects {', '.join(map(str, record.projects))} cannot use a stack with --tls: "
                      f"`seamless-stack disconnect --name {deployment.name} --all`, or bring it up without --tls")
@@ -484,7 +484,7 @@ def connect(stack: str, projects: Iterable[Project], progress: Progress = _quiet
                          f"start it with `seamless-stack up local --name {stack} --project {example}` "
                          "(or up remote/slurm): that connects the project too")
     deployment = state.load(stack)
-    if deployment.tls_dir:
+    if deployment.credentials_dir:
         raise StackError(f"stack {stack!r} uses Dask TLS, and Seamless' configuration route only speaks plain tcp:// to a scheduler",
                          "use the environment route for this stack (`source` its environment file), or a stack without --tls")
     record = load(stack)

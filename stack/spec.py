@@ -22,6 +22,7 @@ NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")  # partitions, accounts
 MAX_WORKERS, MAX_THREADS, MAX_JOBS, MAX_CPUS = 64, 64, 256, 1024
 MAX_TIMEOUT = 86400
+LOOPBACK = ("127.0.0.1", "::1", "localhost")  # binds only this machine reaches
 METHOD_DEFAULTS = {  # access, bind when the user gives none
     ("local", False): ("direct", "127.0.0.1"),
     ("remote", False): ("ssh", "127.0.0.1"),
@@ -64,7 +65,8 @@ class StackSpec:
     env_file: Path | None = None
     remote: Destination | None = None  # the remote Docker host, or the Slurm login node
     access: str = "direct"  # direct | ssh
-    tls: bool = False  # Dask TLS with a per-stack certificate
+    insecure: bool = False  # no credentials: a local stack on loopback only
+    rotate: bool = False  # make new credentials at this `up`
     slurm: SlurmOptions | None = None
     worker_requirements: Path | None = None
     base_image: str | None = None
@@ -76,18 +78,20 @@ class StackSpec:
 
     def settings(self) -> dict[str, str]:
         """What defines the stack, as text: a second `up` must ask for the same."""
-        skip = {"name", "env_file", "timeout", "slurm"}
+        skip = {"name", "env_file", "timeout", "slurm", "rotate"}
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in skip}
         if self.slurm:
             values.update({f"slurm.{f.name}": getattr(self.slurm, f.name) for f in fields(self.slurm)})
         return {key: "" if value is None else str(value) for key, value in values.items()}
 
     def warnings(self) -> list[str]:
-        if self.bind in ("127.0.0.1", "::1") or self.method == "slurm":
-            return []
-        where = f"{self.remote.host}'s " if self.remote else ""
-        return [f"services are published on {where}{self.bind} without authentication: anyone who reaches "
-                "that address can read and write your data (use --ssh to avoid this)"]
+        if self.insecure:
+            return ["INSECURE stack (--insecure): no credentials; every user of this machine can use its "
+                    "services, read and write its data and run code as you"]
+        if self.method == "slurm":
+            return ["Slurm stacks are not secured yet: every user who reaches the services node can use them "
+                    "(credentials are used by local and remote stacks)"]
+        return []
 
 
 def option_default(cls, name: str):
@@ -188,7 +192,8 @@ def build_spec(
     timeout: float = 300.0,
     remote: str | None = None,
     access: str | None = None,
-    tls: bool = False,
+    insecure: bool = False,
+    rotate: bool = False,
     slurm: SlurmOptions | None = None,
     environ: Mapping[str, str] = os.environ,
 ) -> StackSpec:
@@ -212,8 +217,6 @@ def build_spec(
     if method == "slurm":
         destination = Destination.parse(remote) if remote else None
         slurm = validate_slurm(slurm or SlurmOptions())
-        if tls:
-            raise StackError("--tls is not available for Slurm stacks", "reach them over SSH (--login, the default access) instead")
     elif method == "remote":
         destination = Destination.parse(remote or "")
         if access == "ssh" and bind != "127.0.0.1":
@@ -222,6 +225,11 @@ def build_spec(
         destination = None
         buffers = str(resolve_dir(buffer_dir, "HASHSERVER_BUFFER_DIR", home / "buffers", environ))
         database = str(resolve_dir(database_dir, "DATABASE_DIR", home / "database", environ))
+    if insecure and (method != "local" or bind not in LOOPBACK):
+        raise StackError("--insecure is only for a local stack published on 127.0.0.1",
+                         "drop --insecure: the stack's credentials are made for you and the environment output carries them")
+    if insecure and rotate:
+        raise StackError("--rotate makes new credentials, and an --insecure stack has none", "drop one of the two")
     return StackSpec(
         name=validate_name(name),
         method=method,
@@ -238,7 +246,8 @@ def build_spec(
         timeout=float(bounded(int(timeout), "--timeout", 1, MAX_TIMEOUT)),
         remote=destination,
         access=access,
-        tls=tls,
+        insecure=insecure,
+        rotate=rotate,
         slurm=slurm,
     )
 

@@ -13,11 +13,18 @@ Environment:
   SEAMLESS_STACK_WORKER_BUFFER_URL     hashserver URL as the workers reach it
   SEAMLESS_STACK_WORKER_DATABASE_URL   database URL as the workers reach it
   SEAMLESS_STACK_SEAMLESS_WORKERS      Seamless workers per Dask worker (<= worker threads)
+  SEAMLESS_STACK_SECRET_FILE           optional: the stack's HTTP secret, put into the workers'
+                                       URLs (seamless_remote sends it as Basic auth); it reaches
+                                       the workers only through the plugin, over Dask's TLS
+
+With the dashboard on HTTPS (distributed.scheduler.dashboard.tls.*), it also demands a client
+certificate signed by the stack's CA: distributed itself only encrypts it.
 """
 
 import json
 import logging
 import os
+import ssl
 
 from distributed.protocol.pickle import dumps
 from seamless_dask.worker_setup import SeamlessWorkerPlugin
@@ -28,8 +35,19 @@ READY_PATH = "/seamless-stack/ready"
 logger = logging.getLogger("seamless_stack.preload")
 
 
+def with_secret(url: str) -> str:
+    path = os.environ.get("SEAMLESS_STACK_SECRET_FILE")
+    if not path:
+        return url
+    with open(path) as f:
+        secret = f.read().strip()
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://seamless:{secret}@{rest}"
+
+
 def worker_remote_clients() -> dict:
     def entry(url: str) -> dict:
+        url = with_secret(url)
         return {"url": url, "remote_url": url, "readonly": False}
 
     return {
@@ -67,4 +85,9 @@ def dask_setup(scheduler):
     scheduler.http_application.add_application(
         Application([(READY_PATH, ReadyHandler, {"scheduler": scheduler})])
     )
-    logger.info("Seamless worker plugin registered for %s", worker_remote_clients())
+    ssl_options = getattr(getattr(scheduler, "http_server", None), "ssl_options", None)
+    if isinstance(ssl_options, ssl.SSLContext):
+        ssl_options.verify_mode = ssl.CERT_REQUIRED  # the context every new connection is wrapped with
+    logger.info("Seamless worker plugin registered for %s, %s (dashboard %s)",
+                os.environ["SEAMLESS_STACK_WORKER_BUFFER_URL"], os.environ["SEAMLESS_STACK_WORKER_DATABASE_URL"],
+                "HTTPS, client certificate required" if isinstance(ssl_options, ssl.SSLContext) else "plain HTTP")

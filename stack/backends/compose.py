@@ -12,11 +12,11 @@ from pathlib import Path
 
 from python_on_whales import DockerClient, DockerException
 
-from .. import docker_tools, images, state, tls
+from .. import credentials, docker_tools, images, state
 from ..errors import StackError
 from ..hosts import LocalHost, SSHDockerHost
 from ..layout import ROLES, StackFiles, compose_project
-from ..plan import Deployment, compose_plan
+from ..plan import WILDCARDS, Deployment, compose_plan
 from ..resources import compose_file
 from ..spec import StackSpec
 from ..ssh import Destination
@@ -58,8 +58,8 @@ class ComposeBackend(Backend):
         )
 
     def compose_files(self) -> list[Path]:
-        """compose.yaml, plus the Dask TLS overlay for a stack with TLS."""
-        return [compose_file()] + ([compose_file("tls.yaml")] if self.deployment.compose.host_tls_dir else [])
+        """compose.yaml, plus the security overlay (all stacks but --insecure ones)."""
+        return [compose_file()] + ([compose_file("secure.yaml")] if self.deployment.compose.host_credentials_dir else [])
 
     # -- plan ---------------------------------------------------------------------------
     @classmethod
@@ -75,12 +75,13 @@ class ComposeBackend(Backend):
         })
         tags = images.build_images(local_docker, base_image=spec.base_image,
                                    worker_requirements=spec.worker_requirements, progress=progress)
-        tls_dirs = None
-        if spec.tls:
-            folder = tls.make_certificate(StackFiles.of(spec.name).tls, spec.name)
-            tls_dirs = (str(folder), host.install_tls(folder, spec.name))
+        credentials_dirs = None
+        if not spec.insecure:
+            names = {host.name, spec.bind} | ({spec.remote.host} if spec.remote else set())
+            creds = credentials.ensure(StackFiles.of(spec.name).tls, spec.name, tuple(names - set(WILDCARDS)), spec.rotate)
+            credentials_dirs = (str(creds.folder), host.install_credentials(creds.folder, spec.name))
         deployment = compose_plan(spec, tags, host, tuple(dirs.values()),
-                                  reserved_ports=_reserved_ports(spec, host.docker_host), tls_dirs=tls_dirs)
+                                  reserved_ports=_reserved_ports(spec, host.docker_host), credentials_dirs=credentials_dirs)
         backend = cls(deployment)
         host.push_images(backend.docker, tags, progress)
         return backend
@@ -106,7 +107,9 @@ class ComposeBackend(Backend):
             "DATABASE_DIR": d.database_dir,
             "THREADS": str(d.threads),
             "WORKERS": str(d.workers),
-            **({"TLS_DIR": record.host_tls_dir} if record.host_tls_dir else {}),
+            **({"CREDENTIALS_DIR": record.host_credentials_dir} if record.host_credentials_dir else {}),
+            **({"HTTP_SCHEME": "https", "HTTP_TLS_CERT": "/tls/server.crt", "HTTP_TLS_KEY": "/tls/server.key"}
+               if d.http_tls else {}),
         }
 
     def _write_env(self) -> None:

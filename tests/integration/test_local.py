@@ -202,30 +202,3 @@ def test_containers_write_files_as_the_invoking_user(cli, client, unprivileged):
     for path in (result, work / "db" / "seamless.db"):
         assert path.stat().st_uid == uid, f"{path} belongs to the user who ran up"
     assert run("down", "--name", name).returncode == 0
-
-
-PLAIN_DASK_CLIENT = """
-import os, sys
-for key in [k for k in os.environ if k.startswith("DASK_DISTRIBUTED__COMM")]:
-    del os.environ[key]
-from distributed import Client
-try:
-    Client(sys.argv[1], timeout=5)
-except Exception as exc:
-    print("refused", type(exc).__name__)
-else:
-    print("connected")
-"""
-
-
-def test_dask_tls(cli, client, tmp_path):
-    name = cli.new_name()
-    assert cli.up(name, "--tls", "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
-    values = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
-    assert values["SEAMLESS_DASK_SCHEDULER"].startswith("tls://")
-    assert Path(values["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"]).stat().st_mode & 0o077 == 0
-    out = client.run(cli.env_file(name), "seamless-run", "echo over-tls")
-    assert out.returncode == 0 and out.stdout.strip() == "over-tls", out.stderr
-    for address in (values["SEAMLESS_DASK_SCHEDULER"], values["SEAMLESS_DASK_SCHEDULER"].replace("tls://", "tcp://")):
-        plain = client.run(cli.env_file(name), "python", "-c", PLAIN_DASK_CLIENT, address)
-        assert plain.stdout.startswith("refused"), "without the stack's certificate, no Dask connection"

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from seamless_stack import credentials
 from seamless_stack.hosts import listening_ports
 from seamless_stack.plan import ComposeRecord, Deployment, Placement, SlurmRecord
 from seamless_stack.slurm.jobscript import lifetimes, services_job_script, walltime_seconds
@@ -68,10 +69,24 @@ def test_ssh_access_writes_only_the_ssh_section_until_a_tunnel_exists():
     assert tunnelled["SEAMLESS_SSH_DASK_SCHEDULER_PORT"] == "3", "the SSH section keeps the remote ports"
 
 
-def test_direct_wildcard_bind_uses_the_host_name_and_tls_adds_client_files():
-    v = _deployment(access="direct", bind="0.0.0.0", tls_dir="/home/u/.seamless/stacks/s.tls").connection().variables()
+def test_direct_wildcard_bind_uses_the_host_name_and_credentials_add_the_client_side(tmp_path):
+    folder = credentials.ensure(tmp_path / "s.tls", "s", ("big",)).folder
+    v = _deployment(access="direct", bind="0.0.0.0", credentials_dir=str(folder)).connection().variables()
     assert v["SEAMLESS_DASK_SCHEDULER"] == "tls://big:3" and v["SEAMLESS_DATABASE_IP"] == "big"
-    assert v["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"].endswith("s.tls/tls.key")
+    assert v["DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY"] == f"{folder}/client.key"
+    assert v["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"] == f"{folder}/ca.crt"
+    secret = (folder / "http.secret").read_text().strip()
+    buffer = json.loads(v["SEAMLESS_REMOTE_CLIENTS"])["buffer"][0]["url"]
+    assert buffer == f"https://seamless:{secret}@big:1", "a public bind: https, the secret in the URL"
+    assert v["SSL_CERT_FILE"] == f"{folder}/bundle.pem"
+
+
+def test_a_loopback_stack_keeps_http_with_the_secret(tmp_path):
+    folder = credentials.ensure(tmp_path / "s.tls", "s").folder
+    d = _deployment(access="direct", bind="127.0.0.1", credentials_dir=str(folder))
+    v = d.connection().variables()
+    assert json.loads(v["SEAMLESS_REMOTE_CLIENTS"])["database"][0]["url"].startswith("http://seamless:")
+    assert "SSL_CERT_FILE" not in v and v["SEAMLESS_DASK_SCHEDULER"].startswith("tls://")
 
 
 def test_services_job_script():

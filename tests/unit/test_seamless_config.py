@@ -24,9 +24,9 @@ PORTS = {"hashserver": 61001, "database": 61002, "scheduler": 61003, "dashboard"
 LOCAL = {"hashserver": 5577, "database": 5522, "scheduler": 8786, "dashboard": 8787}
 
 
-def deployment(name="s1", method="local", access="direct", bind="127.0.0.1", tls_dir=None, host="vm") -> Deployment:
+def deployment(name="s1", method="local", access="direct", bind="127.0.0.1", credentials_dir=None, host="vm") -> Deployment:
     common = dict(name=name, method=method, workers=1, threads=3, bind=bind, buffer_dir="/b", database_dir="/d",
-                  env_file=f"/tmp/{name}.env", settings={}, access=access, tls_dir=tls_dir,
+                  env_file=f"/tmp/{name}.env", settings={}, access=access, credentials_dir=credentials_dir,
                   ssh_destination="u@login" if access == "ssh" else None, placement=Placement(host, dict(PORTS)))
     if method == "slurm":
         return Deployment(**common, slurm=SlurmRecord(stack_dir="/s", sifs={}, mode="adaptive", login="u@login",
@@ -223,7 +223,7 @@ def test_a_killed_tunnel_is_noticed(home):
 def test_connect_refuses_what_this_route_cannot_serve(home):
     with pytest.raises(StackError, match="up local --name s1 --project demo"):
         sc.connect("s1", [sc.Project("demo")])
-    state.save(deployment(tls_dir="/tls"))
+    state.save(deployment(credentials_dir="/tls"))
     with pytest.raises(StackError, match="Dask TLS"):
         sc.connect("s1", [sc.Project("demo")])
     with pytest.raises(StackError, match="not connected"):
@@ -319,6 +319,6 @@ def test_a_stack_brought_up_with_tls_gets_no_client_files(home):
     state.save(deployment())
     sc.connect("s1", [sc.Project("demo")])
     lines = []
-    sc.refresh(deployment(tls_dir="/tls"), lines.append)
+    sc.refresh(deployment(credentials_dir="/tls"), lines.append)
     assert not list((home / ".remote-http-launcher" / "client").iterdir())
     assert "cannot use a stack with --tls" in lines[0]

@@ -1,0 +1,141 @@
+"""Per-stack credentials: nobody without them uses the stack.
+
+Made at `up` in the stack's folder (`~/.seamless/stacks/<name>.tls`, mode 0700, files 0600):
+
+  ca.crt, ca.key          a private CA for this stack alone
+  server.crt, server.key  the scheduler's, workers' and (where links leave the machine) the
+                          hashserver's and database's certificate, signed by the CA
+  client.crt, client.key  the client identity a Dask client must present (mutual TLS)
+  http.secret             the secret the hashserver and database demand of every request
+  bundle.pem              the system's CA roots plus ca.crt: SSL_CERT_FILE for clients and
+                          workers (it replaces the system bundle, so it must still hold it)
+
+The files are never in an image layer, a job script or an environment variable: services,
+workers and clients are given their paths. Kept across `down`/`up`; `up --rotate` remakes them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import secrets
+import shutil
+import ssl
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import StackError
+
+FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key", "http.secret", "bundle.pem")
+USER = "seamless"  # the user name in the URLs' credentials; only the secret is checked
+# Names the services have inside a Compose network, and the loopback names tunnels use.
+COMPOSE_NAMES = ("localhost", "127.0.0.1", "hashserver", "database", "scheduler")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    folder: Path
+
+    def path(self, file: str) -> str:
+        return str(self.folder / file)
+
+    @property
+    def secret(self) -> str:
+        try:
+            return (self.folder / "http.secret").read_text().strip()
+        except OSError as exc:
+            raise StackError(f"the stack's credentials in {self.folder} cannot be read ({exc.strerror})",
+                             "bring the stack down and up again with `up --rotate`") from None
+
+    @property
+    def complete(self) -> bool:
+        return all((self.folder / f).is_file() for f in FILES)
+
+    def names(self) -> set[str]:
+        """The host names and addresses server.crt is valid for."""
+        text = _openssl("x509", "-in", self.path("server.crt"), "-noout", "-ext", "subjectAltName")
+        return {entry.split(":", 1)[1].strip() for entry in text.split("\n", 1)[-1].split(",") if ":" in entry}
+
+
+def ensure(folder: Path, stack: str, names: tuple[str, ...] = (), rotate: bool = False) -> Credentials:
+    """The stack's credentials, made once; remade when asked, or when server.crt lacks a name
+    in `names` (a new address clients use). Owner-only from the first byte."""
+    creds = Credentials(folder)
+    wanted = set(COMPOSE_NAMES) | set(names)
+    if creds.complete and not rotate and wanted <= creds.names():
+        return creds
+    if shutil.which("openssl") is None:
+        raise StackError("openssl is needed to make the stack's credentials", "install it (Debian: apt-get install openssl)")
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, mode=0o700)
+    folder.chmod(0o700)
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650")
+    _openssl("req", "-x509", *ec, "-subj", f"/CN=seamless-stack {stack} CA",
+             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-keyout", creds.path("ca.key"), "-out", creds.path("ca.crt"))
+    signed = ("-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"), "-addext", "basicConstraints=critical,CA:FALSE")
+    # Dask servers are clients of each other too (workers dial the scheduler and back).
+    _openssl("req", "-x509", *ec, *signed, "-subj", f"/CN=seamless-stack {stack} services",
+             "-addext", f"subjectAltName={_alt_names(wanted)}", "-addext", "extendedKeyUsage=serverAuth,clientAuth",
+             "-keyout", creds.path("server.key"), "-out", creds.path("server.crt"))
+    _openssl("req", "-x509", *ec, *signed, "-subj", f"/CN=seamless-stack {stack} client",
+             "-addext", "extendedKeyUsage=clientAuth",
+             "-keyout", creds.path("client.key"), "-out", creds.path("client.crt"))
+    _write(folder / "http.secret", secrets.token_urlsafe(32) + "\n")
+    _write(folder / "bundle.pem", _system_roots() + (folder / "ca.crt").read_text())
+    for file in FILES:
+        (folder / file).chmod(0o600)
+    return creds
+
+
+def _alt_names(names: set[str]) -> str:
+    def entry(name: str) -> str:
+        try:
+            return f"IP:{ipaddress.ip_address(name)}"
+        except ValueError:
+            return f"DNS:{name}"
+    return ",".join(sorted(entry(n) for n in names if n))
+
+
+def _system_roots() -> str:
+    """This machine's CA bundle, so clients and workers still reach public HTTPS servers."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, "/etc/ssl/certs/ca-certificates.crt"):
+        if candidate and Path(candidate).is_file():
+            text = Path(candidate).read_text()
+            return text if text.endswith("\n") else text + "\n"
+    return ""
+
+
+def _write(path: Path, text: str) -> None:
+    path.touch(mode=0o600)
+    path.write_text(text)
+
+
+def _openssl(*args: str) -> str:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise StackError(f"openssl could not make the stack's credentials: {result.stderr.strip()[-300:]}",
+                         "check that `openssl version` is 3.0 or newer")
+    return result.stdout
+
+
+def dask_variables(folder: str, role: str = "client") -> dict[str, str]:
+    """Mutual TLS for one Dask role: its certificate, and the CA peers must be signed by."""
+    cert = "client" if role == "client" else "server"
+    return {
+        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+        "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{folder}/ca.crt",
+        f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__CERT": f"{folder}/{cert}.crt",
+        f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__KEY": f"{folder}/{cert}.key",
+    }
+
+
+def client_ssl_context(folder: str) -> ssl.SSLContext:
+    """For the driver's own requests (health gate, status): trust the stack's CA, present the
+    client certificate (the dashboard demands it). Host names are not checked, as Dask does not."""
+    context = ssl.create_default_context(cafile=f"{folder}/ca.crt")
+    context.check_hostname = False
+    context.load_cert_chain(f"{folder}/client.crt", f"{folder}/client.key")
+    return context
