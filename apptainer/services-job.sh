@@ -1,6 +1,6 @@
 # Body of the seamless-stack services job. seamless-stack prepends the #SBATCH lines and
 # these variables (all paths on the cluster's shared file system):
-#   SS_NAME SS_STACK_DIR SS_SIF_HASHSERVER SS_SIF_DATABASE SS_SIF_SCHEDULER SS_SIF_WORKER
+#   SS_NAME SS_STACK_DIR SS_TLS_DIR SS_CONTAINED SS_SIF_HASHSERVER SS_SIF_DATABASE SS_SIF_SCHEDULER SS_SIF_WORKER
 #   SS_BUFFER_DIR SS_DATABASE_DIR SS_PORT_START SS_PORT_END SS_SCHEDULER_PORT (may be empty)
 #   SS_THREADS SS_MODE (adaptive | local) SS_LOCAL_WORKERS SS_JOBQUEUE (JSON, adaptive mode)
 # It runs hashserver, database and the Dask scheduler as Apptainer containers on this node,
@@ -26,16 +26,34 @@ address=$(python3 "$node_helper" address)
 mkdir -p "$SS_BUFFER_DIR" "$SS_DATABASE_DIR"
 log "node $(hostname) ($address), ports: hashserver $hashserver_port database $database_port scheduler $scheduler_port dashboard $dashboard_port"
 
-run() {  # run IMAGE-SIF [apptainer options...] -- the image's own command, with a clean environment
-    apptainer run --cleanenv "$@" &
+# Every container: a clean environment, no home directory (SS_CONTAINED), the stack's
+# credentials read-only at /tls, and only the binds it needs. Secrets stay in files: the
+# environment only names their paths.
+run() {  # run [APPTAINER-OPTIONS...] SIF COMMAND...: in the background, stopped with the job
+    apptainer exec $SS_CONTAINED --bind "$SS_TLS_DIR:/tls:ro" "$@" &
     pids+=($!)
 }
-APPTAINERENV_SERVICE_PORT=$hashserver_port run --bind "$SS_BUFFER_DIR:/buffers" "$SS_SIF_HASHSERVER"
-APPTAINERENV_SERVICE_PORT=$database_port run --bind "$SS_DATABASE_DIR:/database" "$SS_SIF_DATABASE"
+# hashserver and database: the stack's secret required, HTTPS with the services' certificate.
+export APPTAINERENV_SEAMLESS_STACK_SECRET_FILE=/tls/http.secret
+export APPTAINERENV_SEAMLESS_STACK_TLS_CERT=/tls/server.crt APPTAINERENV_SEAMLESS_STACK_TLS_KEY=/tls/server.key
+export APPTAINERENV_SSL_CERT_FILE=/tls/bundle.pem
+APPTAINERENV_SERVICE_PORT=$hashserver_port run --bind "$SS_BUFFER_DIR:/buffers" "$SS_SIF_HASHSERVER" seamless-stack-guard hashserver
+APPTAINERENV_SERVICE_PORT=$database_port run --bind "$SS_DATABASE_DIR:/database" "$SS_SIF_DATABASE" seamless-stack-guard database
+
+# Dask: mutual TLS with the services' certificate; the dashboard demands a client certificate.
+for role in SCHEDULER WORKER CLIENT; do
+    export "APPTAINERENV_DASK_DISTRIBUTED__COMM__TLS__${role}__CERT=/tls/server.crt"
+    export "APPTAINERENV_DASK_DISTRIBUTED__COMM__TLS__${role}__KEY=/tls/server.key"
+done
+export APPTAINERENV_DASK_DISTRIBUTED__COMM__TLS__CA_FILE=/tls/ca.crt
+export APPTAINERENV_DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION=True
+export APPTAINERENV_DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__CERT=/tls/server.crt
+export APPTAINERENV_DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__KEY=/tls/server.key
+export APPTAINERENV_DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__CA_FILE=/tls/ca.crt
 
 # What the scheduler preload registers for the workers: the services as other nodes reach them.
-export APPTAINERENV_SEAMLESS_STACK_WORKER_BUFFER_URL="http://$address:$hashserver_port"
-export APPTAINERENV_SEAMLESS_STACK_WORKER_DATABASE_URL="http://$address:$database_port"
+export APPTAINERENV_SEAMLESS_STACK_WORKER_BUFFER_URL="https://$address:$hashserver_port"
+export APPTAINERENV_SEAMLESS_STACK_WORKER_DATABASE_URL="https://$address:$database_port"
 export APPTAINERENV_SEAMLESS_STACK_SEAMLESS_WORKERS=$SS_THREADS
 export APPTAINERENV_SERVICE_PORT=$scheduler_port APPTAINERENV_DASHBOARD_PORT=$dashboard_port
 if [ "$SS_MODE" = adaptive ]; then
@@ -49,15 +67,13 @@ if [ "$SS_MODE" = adaptive ]; then
     APPTAINERENV_SEAMLESS_STACK_RELAY=/relay/relay.sock \
     APPTAINERENV_SEAMLESS_STACK_JOBQUEUE=/relay/jobqueue.json \
     APPTAINERENV_SEAMLESS_STACK_NODE_ADDRESS=$address \
-        apptainer exec --cleanenv --bind "$run_dir:/relay" "$SS_SIF_SCHEDULER" \
-        python3 /opt/seamless-stack/seamless_stack_slurm.py &
-    pids+=($!)
+        run --bind "$run_dir:/relay" --bind "$SS_STACK_DIR/workers" "$SS_SIF_SCHEDULER" \
+        python3 /opt/seamless-stack/seamless_stack_slurm.py  # (dask-jobqueue checks its log folder exists)
 else
-    run "$SS_SIF_SCHEDULER"
+    run "$SS_SIF_SCHEDULER" dask scheduler --protocol tls --host 0.0.0.0 --port "$scheduler_port" \
+        --dashboard-address ":$dashboard_port" --preload /opt/seamless-stack/seamless_stack_preload.py
     for _ in $(seq "$SS_LOCAL_WORKERS"); do  # the single-node variant: workers in this job
-        apptainer exec --cleanenv "$SS_SIF_WORKER" \
-            dask worker "tcp://$address:$scheduler_port" --nthreads "$SS_THREADS" --nworkers 1 &
-        pids+=($!)
+        run "$SS_SIF_WORKER" dask worker "tls://$address:$scheduler_port" --nthreads "$SS_THREADS" --nworkers 1
     done
 fi
 

@@ -205,6 +205,8 @@ def _up(args) -> int:
     projects = [seamless_config.Project.parse(text) for text in args.project]  # checked before anything starts
     if projects:
         seamless_config.cluster_name(spec.name)
+        if not spec.insecure:
+            raise seamless_config.secured_stack_refused(spec.name)
     deployment = api.up(spec, progress)
     if projects:  # stdout carries the environment only: the project lines go to stderr
         _connect(spec.name, projects, progress)
@@ -226,8 +228,6 @@ def _security(d) -> str:
     if d.credentials_dir:
         http = "HTTPS" if d.http_tls else "HTTP on loopback"
         return f"Dask mutual TLS, dashboard client certificate, hashserver/database secret ({http}); credentials in {d.credentials_dir}"
-    if d.method == "slurm":
-        return "NONE: Slurm stacks are not secured yet; every user who reaches the services node can use the stack"
     return "NONE (--insecure): every user of this machine can use the stack and run code as you"
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StackError
+from .shell import Shell, quote
 
 FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key", "http.secret", "bundle.pem")
 USER = "seamless"  # the user name in the URLs' credentials; only the secret is checked
@@ -58,12 +59,28 @@ class Credentials:
 
 
 def ensure(folder: Path, stack: str, names: tuple[str, ...] = (), rotate: bool = False) -> Credentials:
-    """The stack's credentials, made once; remade when asked, or when server.crt lacks a name
-    in `names` (a new address clients use). Owner-only from the first byte."""
+    """The stack's credentials, made once (all of them anew with `rotate`). server.crt alone
+    is signed again when it lacks one of `names` (a node or address clients now use): the
+    CA, the client identity and the secret, which clients hold, stay. Owner-only throughout."""
     creds = Credentials(folder)
     wanted = set(COMPOSE_NAMES) | set(names)
-    if creds.complete and not rotate and wanted <= creds.names():
+    if rotate or not creds.complete:
+        _make_identity(creds, stack)
+    elif wanted <= creds.names():
         return creds
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650")
+    signed = ("-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"), "-addext", "basicConstraints=critical,CA:FALSE")
+    # Dask servers are clients of each other too (workers dial the scheduler and back).
+    _openssl("req", "-x509", *ec, *signed, "-subj", f"/CN=seamless-stack {stack} services",
+             "-addext", f"subjectAltName={_alt_names(wanted)}", "-addext", "extendedKeyUsage=serverAuth,clientAuth",
+             "-keyout", creds.path("server.key"), "-out", creds.path("server.crt"))
+    (folder / "server.key").chmod(0o600)
+    return creds
+
+
+def _make_identity(creds: Credentials, stack: str) -> None:
+    """A new CA, client identity, secret and bundle; server.crt follows."""
+    folder = creds.folder
     if shutil.which("openssl") is None:
         raise StackError("openssl is needed to make the stack's credentials", "install it (Debian: apt-get install openssl)")
     if folder.exists():
@@ -74,19 +91,29 @@ def ensure(folder: Path, stack: str, names: tuple[str, ...] = (), rotate: bool =
     _openssl("req", "-x509", *ec, "-subj", f"/CN=seamless-stack {stack} CA",
              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
              "-keyout", creds.path("ca.key"), "-out", creds.path("ca.crt"))
-    signed = ("-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"), "-addext", "basicConstraints=critical,CA:FALSE")
-    # Dask servers are clients of each other too (workers dial the scheduler and back).
-    _openssl("req", "-x509", *ec, *signed, "-subj", f"/CN=seamless-stack {stack} services",
-             "-addext", f"subjectAltName={_alt_names(wanted)}", "-addext", "extendedKeyUsage=serverAuth,clientAuth",
-             "-keyout", creds.path("server.key"), "-out", creds.path("server.crt"))
-    _openssl("req", "-x509", *ec, *signed, "-subj", f"/CN=seamless-stack {stack} client",
+    _openssl("req", "-x509", *ec, "-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"),
+             "-addext", "basicConstraints=critical,CA:FALSE", "-subj", f"/CN=seamless-stack {stack} client",
              "-addext", "extendedKeyUsage=clientAuth",
              "-keyout", creds.path("client.key"), "-out", creds.path("client.crt"))
     _write(folder / "http.secret", secrets.token_urlsafe(32) + "\n")
     _write(folder / "bundle.pem", _system_roots() + (folder / "ca.crt").read_text())
     for file in FILES:
-        (folder / file).chmod(0o600)
-    return creds
+        if (folder / file).exists():
+            (folder / file).chmod(0o600)
+
+
+SERVICE_FILES = ("ca.crt", "server.crt", "server.key", "http.secret", "bundle.pem")  # what services and workers read
+
+
+def install(shell: Shell, folder: Path, target: str, owner: tuple[int, int] | None = None) -> str:
+    """Copy what services and workers need (not the CA key, not the client identity) to
+    `target` through a Shell: folder 700, files 600 from their first byte."""
+    shell.run(f"rm -rf {quote(target)} && mkdir -p -m 700 {quote(target)}", what="making the credentials folder")
+    for file in SERVICE_FILES:
+        shell.write(f"{target}/{file}", (folder / file).read_bytes(), mode="600")
+    if owner:
+        shell.run(f'[ "$(id -u)" != 0 ] || chown -R {owner[0]}:{owner[1]} {quote(target)}', what="handing over the credentials")
+    return target
 
 
 def _alt_names(names: set[str]) -> str:

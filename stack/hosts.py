@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import docker_tools
+from . import credentials, docker_tools
 from .errors import StackError
 from .layout import UNPRIVILEGED_ID, StackFiles
 from .ports import port_is_free
-from .shell import CommandFailed, LocalShell, SSHShell, quote, stream
+from .shell import CommandFailed, LocalShell, SSHShell, stream
 from .ssh import Destination, explain_ssh_failure
 from .storage import prepare_dirs
 
@@ -65,9 +65,6 @@ class LocalHost:
             for path in (folder, *folder.iterdir()):
                 os.chown(path, self.uid, self.gid)
         return str(folder)
-
-
-SERVICE_FILES = ("ca.crt", "server.crt", "server.key", "http.secret", "bundle.pem")  # what the containers read
 
 
 def listening_ports(proc_net_tcp: str) -> set[int]:
@@ -145,12 +142,7 @@ class SSHDockerHost:
     def install_credentials(self, folder: Path, name: str) -> str:
         """Copy what the services need of the stack's credentials to the remote (folder 700,
         files 600), for its containers. The CA key and the client identity stay here."""
-        target = StackFiles.of(name).remote_tls(self.home)
-        self.shell.run(f"rm -rf {quote(target)} && mkdir -p -m 700 {quote(target)}", what="making the credentials folder")
-        for file in SERVICE_FILES:
-            self.shell.write(f"{target}/{file}", (folder / file).read_bytes(), mode="600")
-        self.shell.run(f'[ "$(id -u)" != 0 ] || chown -R {self.uid}:{self.gid} {quote(target)}', what="handing over the credentials")
-        return target
+        return credentials.install(self.shell, folder, StackFiles.of(name).remote_tls(self.home), owner=(self.uid, self.gid))
 
     def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:
         """Copy the images the remote lacks (by image ID) in one `docker save | docker load`."""

@@ -188,8 +188,9 @@ def compose_plan(
     )
 
 
-def slurm_plan(spec: StackSpec, dirs: tuple[str, str], stack_dir: str, sifs: dict[str, str], login: str) -> Deployment:
+def slurm_plan(spec: StackSpec, dirs: tuple[str, str], stack_dir: str, sifs: dict[str, str], login: str,
+               credentials_dir: str) -> Deployment:
     """Placement comes later: the services job picks its ports on the node it gets."""
     record = SlurmRecord(stack_dir=stack_dir, sifs=sifs, mode="local" if spec.slurm.local_workers else "adaptive", login=login)
     workers = spec.slurm.local_workers or spec.slurm.min_jobs
-    return Deployment(**_common(spec, *dirs, workers=workers), slurm=record)
+    return Deployment(**_common(spec, *dirs, workers=workers), credentials_dir=credentials_dir, slurm=record)

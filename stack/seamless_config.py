@@ -377,6 +377,15 @@ def _deployment(stack: str) -> Deployment | None:
         return None
 
 
+ROUTE_LIMIT = "Seamless' configuration route speaks plain tcp:// to the scheduler, without the stack's client certificate"
+
+
+def secured_stack_refused(stack: str) -> StackError:
+    return StackError(f"stack {stack!r} is secured, and {ROUTE_LIMIT}",
+                      "use the environment route (`source` the stack's environment file), "
+                      "or a local stack on 127.0.0.1 brought up with --insecure")
+
+
 # -- the hooks api.py calls ----------------------------------------------------------------
 def refresh(deployment: Deployment, progress: Progress = _quiet) -> None:
     """After `up`: connected projects get the stack's current addresses. Never raises."""
@@ -386,10 +395,10 @@ def refresh(deployment: Deployment, progress: Progress = _quiet) -> None:
             return
         record.method = deployment.method
         save(record)
-        if deployment.credentials_dir:  # Seamless writes tcp:// for the scheduler itself: it cannot reach this one
+        if deployment.credentials_dir:  # the route cannot carry the credentials
             _remove_client_files(deployment.name, record.projects)
-            progress(f"WARNING: Seamless projects {', '.join(map(str, record.projects))} cannot use a stack with --tls: "
-                     f"`seamless-stack disconnect --name {deployment.name} --all`, or bring it up without --tls")
+            progress(f"WARNING: Seamless projects {', '.join(map(str, record.projects))} cannot use a secured stack: "
+                     f"{ROUTE_LIMIT}; `seamless-stack disconnect --name {deployment.name} --all`, or bring it up with --insecure")
             return
         form = write_files(deployment.name, record, deployment)
         progress(f"Seamless projects {', '.join(map(str, record.projects))}: {_form_text(deployment.name, form)}")
@@ -485,8 +494,7 @@ def connect(stack: str, projects: Iterable[Project], progress: Progress = _quiet
                          "(or up remote/slurm): that connects the project too")
     deployment = state.load(stack)
     if deployment.credentials_dir:
-        raise StackError(f"stack {stack!r} uses Dask TLS, and Seamless' configuration route only speaks plain tcp:// to a scheduler",
-                         "use the environment route for this stack (`source` its environment file), or a stack without --tls")
+        raise secured_stack_refused(stack)
     record = load(stack)
     record.method = deployment.method
     record.projects = sorted(set(record.projects) | set(projects), key=Project.sort_key)

@@ -88,9 +88,6 @@ class StackSpec:
         if self.insecure:
             return ["INSECURE stack (--insecure): no credentials; every user of this machine can use its "
                     "services, read and write its data and run code as you"]
-        if self.method == "slurm":
-            return ["Slurm stacks are not secured yet: every user who reaches the services node can use them "
-                    "(credentials are used by local and remote stacks)"]
         return []
 
 

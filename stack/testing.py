@@ -38,6 +38,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -157,6 +158,13 @@ class _Backend(ComposeBackend):
         return "\n".join(lines[-tail:] if tail else lines)
 
 
+def _refresh_dask_config() -> None:
+    if "dask" in sys.modules:
+        import dask.config
+
+        dask.config.refresh()
+
+
 class SeamlessStack:
     """A Seamless stack (hashserver, database, Dask scheduler, `workers` Dask workers with
     `threads` threads each) in Docker, with its storage in a temporary folder.
@@ -228,11 +236,14 @@ class SeamlessStack:
         return dict(self._environment)
 
     def apply(self) -> dict[str, str]:
-        """Set the client variables in os.environ; the old values come back when the stack stops."""
+        """Set the client variables in os.environ; the old values come back when the stack stops.
+        Dask reads DASK_* variables when it is imported: an imported dask reads them again
+        (the stack's Dask TLS client certificate is among them)."""
         variables = self.environment()
         if self._saved_environ is None:
             self._saved_environ = {key: os.environ.get(key) for key in variables}
         os.environ.update(variables)
+        _refresh_dask_config()
         return variables
 
     def hostnames(self, service: str = "worker") -> set[str]:
@@ -400,6 +411,7 @@ class SeamlessStack:
             else:
                 os.environ[key] = value
         self._saved_environ = None
+        _refresh_dask_config()
 
     def _compose_command(self) -> list[str]:
         return ["docker", "compose", "-p", self.project, *self.compose.compose_command_property[2:]]

@@ -13,6 +13,9 @@ Environment:
                              {"adapt": {"minimum_jobs": m, "maximum_jobs": n}}
   SEAMLESS_STACK_NODE_ADDRESS the services node's address, as workers on other nodes reach it
   SERVICE_PORT, DASHBOARD_PORT, and the preload's variables (seamless_stack_preload.py).
+  DASK_DISTRIBUTED__COMM__TLS__*  mutual TLS: Security() reads them, and dask-jobqueue
+                             hands the worker's certificate paths to each worker job
+                             (as --tls-* options; the job binds the same files at /tls).
 """
 
 import asyncio
@@ -23,6 +26,7 @@ import socket
 
 from dask_jobqueue import SLURMCluster
 from dask_jobqueue.slurm import SLURMJob
+from distributed import Security
 
 PRELOAD = "/opt/seamless-stack/seamless_stack_preload.py"
 
@@ -61,7 +65,9 @@ async def main():
     with open(os.environ["SEAMLESS_STACK_JOBQUEUE"]) as f:
         options = json.load(f)
     adapt = options.pop("adapt")
+    encrypted = os.environ.get("DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION") == "True"
     cluster = await SLURMCluster(
+        security=Security() if encrypted else None,  # file paths only: nothing is written into job scripts
         job_cls=RelayedSLURMJob,
         asynchronous=True,
         scheduler_options={

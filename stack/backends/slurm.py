@@ -10,14 +10,14 @@ from __future__ import annotations
 import shutil
 import time
 
-from .. import docker_tools, images
+from .. import credentials, docker_tools, images
 from ..errors import StackError
 from ..health import ServiceFailed
 from ..layout import ROLES, StackFiles
 from ..plan import Deployment, Placement, slurm_plan
 from ..shell import Shell, quote, shell_for
 from ..slurm import APPTAINER_DIR, cluster, commands, sif
-from ..slurm.jobscript import services_job_script
+from ..slurm.jobscript import services_job_script, tls_dir
 from ..spec import StackSpec
 from ..ssh import Destination
 from ..storage import absolute, prepare_dirs, storage_problems
@@ -64,7 +64,12 @@ class SlurmBackend(Backend):
             "buffer directory (--buffer-dir)": spec.buffer_dir, "database directory (--database-dir)": spec.database_dir,
         })
         stack_dir = StackFiles.of(spec.name).slurm_dir(facts.home)
-        deployment = slurm_plan(spec, tuple(dirs.values()), stack_dir, sifs, str(shell))
+        # Services may land on any node: the certificate names them all (and loopback, for tunnels).
+        creds = credentials.ensure(StackFiles.of(spec.name).tls, spec.name, facts.nodes, spec.rotate)
+        # Owner-only: the credentials, and the jobs' logs (Seamless' worker plugin logs its URLs, secret included).
+        shell.run(f"mkdir -p {quote(stack_dir)} && chmod 700 {quote(stack_dir)}", what="making the stack folder")
+        credentials.install(shell, creds.folder, tls_dir(stack_dir))
+        deployment = slurm_plan(spec, tuple(dirs.values()), stack_dir, sifs, str(shell), str(creds.folder))
         backend = cls(deployment, services_job_script(spec, deployment, job_names(deployment.project)[0]))
         backend.timeout = spec.timeout
         return backend

@@ -20,6 +20,7 @@ TOOLS = ("sbatch", "squeue", "scancel", "sinfo", "apptainer", "python3")
 class ClusterFacts:
     home: str
     partitions: list[str]
+    nodes: tuple[str, ...] = ()  # every node's names and IPv4 addresses: the services' certificate names them
 
 
 @dataclass(frozen=True)
@@ -35,10 +36,16 @@ class Job:
         return self.name.endswith("-services")
 
 
+NODE_NAMES = 'sinfo -h -N -o "%N %n %o" 2>/dev/null | tr " " "\\n" | sort -u'
+
+
 def probe_script() -> str:
-    """One round trip: the tools we need, who we are, which partitions exist."""
+    """One round trip: the tools we need, who we are, which partitions exist, the nodes'
+    names (NodeName, NodeHostName, NodeAddr) and their IPv4 addresses."""
     script = " ".join(f"command -v {tool} >/dev/null 2>&1 || echo MISSING {tool};" for tool in TOOLS)
-    return script + ' echo "HOME $HOME"; echo "PARTITIONS $(sinfo -h -o %R 2>/dev/null | tr "\\n" " ")"'
+    nodes = (f'names=$({NODE_NAMES}); echo "NODES $(echo $names)"; '
+             'echo "ADDRESSES $(for n in $names; do getent ahostsv4 "$n"; done | cut -d" " -f1 | sort -u | tr "\\n" " ")"')
+    return script + ' echo "HOME $HOME"; echo "PARTITIONS $(sinfo -h -o %R 2>/dev/null | tr "\\n" " ")"; ' + nodes
 
 
 def parse_probe(out: str, where: str) -> ClusterFacts:
@@ -50,7 +57,8 @@ def parse_probe(out: str, where: str) -> ClusterFacts:
     values = dict(line.split(" ", 1) if " " in line else (line, "") for line in out.splitlines())
     if "HOME" not in values:
         raise StackError(f"unexpected answer from {where}: {out.strip()[:120]!r}", "check the login shell there prints nothing extra")
-    return ClusterFacts(home=values["HOME"].strip(), partitions=values.get("PARTITIONS", "").split())
+    nodes = tuple(dict.fromkeys(values.get("NODES", "").split() + values.get("ADDRESSES", "").split()))
+    return ClusterFacts(home=values["HOME"].strip(), partitions=values.get("PARTITIONS", "").split(), nodes=nodes)
 
 
 SBATCH = "sbatch --parsable"

@@ -9,6 +9,16 @@ from ..shell import quote
 from . import APPTAINER_DIR
 
 
+# Every container of a stack: a clean environment, neither the home directory nor the job's
+# working directory (which may be the home directory); binds are explicit.
+CONTAINED = "--cleanenv --no-home --no-mount cwd --pwd /tmp"
+
+
+def tls_dir(stack_dir: str) -> str:
+    """The services' and workers' part of the stack's credentials, on the shared file system."""
+    return f"{stack_dir}/tls"
+
+
 def walltime_seconds(text: str) -> int:
     """Slurm time: [D-]HH:MM:SS, HH:MM:SS, MM:SS or minutes."""
     days = 0
@@ -52,7 +62,10 @@ def services_job_script(spec, deployment, job_name: str) -> str:
         "account": options.account,
         "job_extra_directives": list(options.job_extra),
         "job_script_prologue": [f"export TMPDIR={options.worker_tmpdir}"],
-        "python": f"apptainer exec --cleanenv --env TMPDIR=$TMPDIR {sifs['worker']} python3",
+        # No home directory in the container (a transformation cannot read ~/.ssh); the
+        # credentials read-only; the CA in the bundle that verifies the services' HTTPS.
+        "python": f"apptainer exec {CONTAINED} --bind {tls_dir(stack_dir)}:/tls:ro --env SSL_CERT_FILE=/tls/bundle.pem "
+                  f"--env TMPDIR=$TMPDIR {sifs['worker']} python3",
         "local_directory": "$TMPDIR",
         "worker_extra_args": ["--lifetime", lifetime, "--lifetime-stagger", stagger],
         "log_directory": f"{stack_dir}/workers",
@@ -70,6 +83,8 @@ def services_job_script(spec, deployment, job_name: str) -> str:
     variables = {
         "SS_NAME": deployment.project,
         "SS_STACK_DIR": stack_dir,
+        "SS_TLS_DIR": tls_dir(stack_dir),
+        "SS_CONTAINED": CONTAINED,
         "SS_SIF_HASHSERVER": sifs["hashserver"],
         "SS_SIF_DATABASE": sifs["database"],
         "SS_SIF_SCHEDULER": sifs["scheduler"],

@@ -61,7 +61,28 @@ def remote(docker_engine):
 def cluster(docker_engine):
     """A Slurm + Apptainer cluster: a login/controller node and two compute nodes (testbeds/slurm_cluster.py)."""
     with SlurmCluster(name=f"seamless-stack-test-slurm-{BED_SUFFIX}", compute_nodes=2) as c:
+        add_intruder(c)
         yield c
+
+
+INTRUDER = "intruder"  # a second user of the cluster, with a key of its own
+
+
+def add_intruder(cluster: SlurmCluster) -> None:
+    """Another Unix user on every node (same uid everywhere, home on the shared /home), who may
+    log in to the login node with its own key: the neighbour a shared cluster always has."""
+    from testbeds.common import new_key
+
+    key = cluster.workdir / "ssh" / "intruder_ed25519"
+    public = new_key(key, "intruder")
+    for node in [cluster.controller, *cluster.compute_nodes]:
+        cluster.exec(node, f"useradd --uid 2001 --user-group --no-create-home --home-dir /home/{INTRUDER} "
+                           f"--shell /bin/bash {INTRUDER} && usermod -p '*' {INTRUDER}", check=True)
+    cluster.exec(cluster.controller, f"install -d -m 700 -o {INTRUDER} -g {INTRUDER} /home/{INTRUDER} /home/{INTRUDER}/.ssh && "
+                                      f"echo {public!r} > /home/{INTRUDER}/.ssh/authorized_keys && "
+                                      f"chown {INTRUDER}: /home/{INTRUDER}/.ssh/authorized_keys && "
+                                      f"chmod 600 /home/{INTRUDER}/.ssh/authorized_keys", check=True)
+    cluster.intruder_key = key
 
 
 @dataclass

@@ -7,12 +7,14 @@ UID:GID and hands the storage directories to it.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import sqlite3
 import subprocess
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 from pathlib import Path
@@ -101,8 +103,14 @@ def test_every_service_container_is_hardened(cli, client, tmp_path):
 
 
 def _request(method: str, url: str, body: dict | None = None) -> tuple[int, str]:
+    """urllib leaves the URL's `user:secret@` alone: it becomes Basic auth here, as in aiohttp."""
     data = json.dumps(body).encode() if body is not None else None
-    request = urllib.request.Request(url, data=data, method=method)
+    parts = urllib.parse.urlsplit(url)
+    plain = parts._replace(netloc=f"{parts.hostname}:{parts.port}").geturl()
+    request = urllib.request.Request(plain, data=data, method=method)
+    if parts.password:
+        token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, response.read().decode()
@@ -137,7 +145,7 @@ def test_a_read_only_database_file_is_read_only_to_the_service(cli, client, tmp_
     assert db_file.is_file()
 
     values = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
-    url = f"http://{values['SEAMLESS_DATABASE_IP']}:{values['SEAMLESS_DATABASE_PORT']}"
+    url = json.loads(values["SEAMLESS_REMOTE_CLIENTS"])["database"][0]["url"]  # with the stack's secret
     (db_container,) = [c["Id"] for c in stack_containers(name)["database"]]
 
     def put_result(tag: str) -> tuple[str, int]:

@@ -117,7 +117,7 @@ def test_environment_variables_configure_up(cli, client, tmp_path):
     result = cli.up(name, "--scheduler-port", "61600", env=env)
     assert result.returncode == 0, result.stderr
     values = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
-    assert values["DASK_SCHEDULER_ADDRESS"] == "tcp://127.0.0.1:61600"
+    assert values["DASK_SCHEDULER_ADDRESS"] == "tls://127.0.0.1:61600"
     assert 61500 <= int(values["SEAMLESS_DATABASE_PORT"]) <= 61520
     assert out_file.is_file() and (tmp_path / "hb").is_dir() and (tmp_path / "db" / "seamless.db").is_file()
     assert client.run(out_file, "seamless-run", "echo from-env-file").stdout.strip() == "from-env-file"

@@ -20,6 +20,7 @@ import uuid
 import pytest
 
 from .conftest import CLI
+from .test_security import assert_only_the_owner_gets_in, read_record
 
 
 @pytest.fixture
@@ -44,12 +45,20 @@ def remote_file_exists(remote, path: str) -> bool:
 def test_remote_direct_images_moved_results_on_remote(rcli, client, remote):
     name = rcli.new_name()
     buffers = f"/home/{remote.user}/stack-{name}/buffers"
-    up = rcli.up(name, "--host", remote.destination, "--direct", "--tls", "--buffer-dir", buffers, method="remote")
+    up = rcli.up(name, "--host", remote.destination, "--direct", "--buffer-dir", buffers, method="remote")
     assert up.returncode == 0, up.stderr
-    assert "anyone who reaches that address" in up.stderr, "a public bind is warned about"
+    assert "WARNING" not in up.stderr, "a public bind is secured: nothing to warn about"
     env = json.loads(rcli.run("env", "--name", name, "--format", "json").stdout)
     assert env["SEAMLESS_DATABASE_IP"] == remote.address
-    assert env["SEAMLESS_DASK_SCHEDULER"].startswith(f"tls://{remote.address}:"), "Dask TLS, certificates on the remote"
+    assert env["SEAMLESS_DASK_SCHEDULER"].startswith(f"tls://{remote.address}:"), "Dask mutual TLS, credentials on the remote"
+    assert "https://seamless:" in env["SEAMLESS_REMOTE_CLIENTS"] and env["SSL_CERT_FILE"].endswith("bundle.pem"), \
+        "the links leave the machine: HTTPS, with the secret"
+    # An intruder container on the remote's network gets nothing; the owner's probe everything.
+    assert_only_the_owner_gets_in(read_record(rcli, name), remote.address, network=remote.network)
+    remote_folder = f"/home/{remote.user}/.seamless/stacks/{name}.tls"
+    modes = remote.ssh(f"stat -c '%a %n' {remote_folder} {remote_folder}/*").stdout.split("\n")
+    assert modes[0].startswith("700 ") and all(line.startswith("600 ") for line in modes[1:] if line), modes
+    assert "ca.key" not in remote.ssh(f"ls {remote_folder}").stdout, "the CA key stays with the owner"
 
     marker = uuid.uuid4().hex
     run = client.run(rcli.env_file(name), "seamless-run", f"echo {marker}; hostname")
@@ -67,7 +76,7 @@ def test_remote_direct_images_moved_results_on_remote(rcli, client, remote):
     assert "distributed" in rcli.run("logs", "scheduler", "--name", name, "--tail", "20").stdout
     assert rcli.run("down", "--name", name).returncode == 0
     assert remote_workers(remote) == set()
-    again = rcli.up(name, "--host", remote.destination, "--direct", "--tls", "--buffer-dir", buffers, method="remote")
+    again = rcli.up(name, "--host", remote.destination, "--direct", "--buffer-dir", buffers, method="remote")
     assert again.returncode == 0 and "images already on" in again.stderr
     rerun = client.run(rcli.env_file(name), "seamless-run", f"echo {marker}; hostname")
     assert rerun.stdout == run.stdout, "answered from the remote database: the old worker's hostname"
@@ -90,7 +99,8 @@ def test_remote_ssh_with_tunnel(rcli, client, remote):
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         local = json.loads(_read_json(tunnel))
-        assert local["SEAMLESS_DASK_SCHEDULER"].startswith("tcp://127.0.0.1:")
+        assert local["SEAMLESS_DASK_SCHEDULER"].startswith("tls://127.0.0.1:")
+        assert "http://seamless:" in local["SEAMLESS_REMOTE_CLIENTS"], "over SSH: plain HTTP inside the tunnel, with the secret"
         run = client.run(env_file, "seamless-run", "echo through-the-tunnel; hostname")
         assert run.returncode == 0, run.stderr
         assert run.stdout.split()[1] in remote_workers(remote)

@@ -130,10 +130,13 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
     dirs = ("--buffer-dir", str(buffers), "--database-dir", str(database))
 
     # 1. `up --project` connects right away; stdout stays the environment alone.
-    up = cli.up(name, "--workers", "2", "--threads", "2", *dirs, "--project", "demo", env=env)
+    refused = cli.up(name, "--workers", "2", "--threads", "2", *dirs, "--project", "demo", env=env)
+    assert refused.returncode == 2 and "is secured, and Seamless' configuration route" in refused.stderr, refused.stderr
+    up = cli.up(name, "--insecure", "--workers", "2", "--threads", "2", *dirs, "--project", "demo", env=env)
     assert up.returncode == 0, up.stderr
     assert up.stdout == cli.env_file(name).read_text().split("\n", 1)[1], "up prints only the environment"
-    assert "- cluster: " + cluster in up.stderr and "WARNING" not in up.stderr
+    assert "- cluster: " + cluster in up.stderr and "WARNING: INSECURE stack" in up.stderr
+    assert [line for line in up.stderr.splitlines() if "WARNING" in line and "INSECURE" not in line] == [], up.stderr
     connect = cli.run("connect", "--name", name, "--project", "demo", "--stage", "gpu", env=env)
     assert connect.returncode == 0 and "WARNING" not in connect.stderr, connect.stderr
     project = SeamlessProject(tmp_path / "project", client_venv, cli.home)
@@ -188,7 +191,7 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
     assert down_status.returncode == 2 and f"seamless-stack up local --name {name}" in down_status.stderr
 
     # 7. up again (new ports, new containers): the files follow, the earlier results are found.
-    assert cli.up(name, "--workers", "2", "--threads", "2", *dirs, env=env).returncode == 0
+    assert cli.up(name, "--insecure", "--workers", "2", "--threads", "2", *dirs, env=env).returncode == 0
     assert set(client_files(cli.home)) == keys
     new_workers = service_hostnames(name, "worker")
     assert new_workers.isdisjoint(workers)

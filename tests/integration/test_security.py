@@ -7,12 +7,11 @@ probe that could not reach the service cannot pass for a refusal) and as the int
 
 from __future__ import annotations
 
-import hashlib
 import json
 import subprocess
 from pathlib import Path
 
-import pytest
+from .conftest import CLI
 
 INTRUDER_UID = 12345
 
@@ -20,13 +19,17 @@ PROBE = r"""
 import base64, hashlib, json, os, ssl, sys, urllib.error, urllib.request
 cfg = json.loads(sys.argv[1])
 secret = cfg.get("secret")
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # an intruder does not care whom it talks to
+if cfg.get("client_cert"):
+    context.load_cert_chain(*cfg["client_cert"])
 
-def http(method, url, body=None, secret=None, context=None):
+def http(method, url, body=None, secret=None):
     request = urllib.request.Request(url, data=body, method=method)
     if secret:
         request.add_header("Authorization", "Basic " + base64.b64encode(f"seamless:{secret}".encode()).decode())
     try:
-        with urllib.request.urlopen(request, timeout=10, context=context) as response:
+        with urllib.request.urlopen(request, timeout=10, context=context if url.startswith("https:") else None) as response:
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
@@ -36,6 +39,8 @@ def http(method, url, body=None, secret=None, context=None):
 known = hashlib.sha256(cfg["known"].encode()).hexdigest()
 mine = b"written by " + str(os.getuid()).encode()
 fake_transformation = hashlib.sha256(b"a transformation nobody computed " + mine).hexdigest()
+if secret:  # the owner stores a buffer the intruder will then try to read
+    assert http("PUT", f"{cfg['hashserver']}/{known}", cfg["known"].encode(), secret) == 200
 results = {
     "buffer PUT": http("PUT", f"{cfg['hashserver']}/{hashlib.sha256(mine).hexdigest()}", mine, secret),
     "buffer GET": http("GET", f"{cfg['hashserver']}/{known}", secret=secret),
@@ -45,11 +50,7 @@ results = {
 }
 if secret:
     results["wrong secret"] = http("GET", f"{cfg['hashserver']}/{known}", secret="x" * len(secret))
-context = ssl.create_default_context()
-context.check_hostname, context.verify_mode = False, ssl.CERT_NONE  # an intruder does not care whom it talks to
-if cfg.get("client_cert"):
-    context.load_cert_chain(*cfg["client_cert"])
-results["dashboard"] = http("GET", f"{cfg['dashboard']}/health", context=context)
+results["dashboard"] = http("GET", f"{cfg['dashboard']}/health")
 results["dashboard, plain http"] = http("GET", cfg["dashboard"].replace("https:", "http:") + "/health")
 import socket
 host, port = cfg["scheduler"].split(":")
@@ -63,8 +64,11 @@ except (socket.timeout, TimeoutError):
     results["Dask TLS handshake"] = "accepted"  # the server waits for a Dask message
 except Exception as exc:
     results["Dask TLS handshake"] = f"refused: {exc}"
-from distributed import Client
-for scheme in ("tls", "tcp"):
+try:
+    from distributed import Client
+except ImportError:  # a plain python3 on a cluster node: the handshake above says it all
+    Client = None
+for scheme in ("tls", "tcp") if Client else ():
     try:
         with Client(f"{scheme}://{cfg['scheduler']}", timeout=10) as client:
             results[f"Dask {scheme}://"] = "ran code as uid %d" % client.run_on_scheduler(os.getuid)
@@ -74,8 +78,9 @@ print(json.dumps(results))
 """
 
 
-def probe(image: str, cfg: dict, user: str, env: dict[str, str] | None = None, mounts: list[str] = ()) -> dict:
-    command = ["docker", "run", "--rm", "--network", "host", "--user", user, "--read-only", "--tmpfs", "/tmp"]
+def probe(image: str, cfg: dict, user: str, env: dict[str, str] | None = None, mounts: list[str] = (), network: str = "host") -> dict:
+    """Run PROBE in a container of our scheduler image (it has distributed) as `user`."""
+    command = ["docker", "run", "--rm", "--network", network, "--user", user, "--read-only", "--tmpfs", "/tmp"]
     for key, value in (env or {}).items():
         command += ["-e", f"{key}={value}"]
     for mount in mounts:
@@ -85,49 +90,74 @@ def probe(image: str, cfg: dict, user: str, env: dict[str, str] | None = None, m
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def test_an_intruder_on_the_machine_gets_nothing_the_owner_gets_everything(cli, client, tmp_path):
-    name = cli.new_name()
-    buffers = tmp_path / "b"
-    assert cli.up(name, "--buffer-dir", str(buffers), "--database-dir", str(tmp_path / "d")).returncode == 0
-    env = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
-    record = json.loads((cli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
-    folder = Path(record["credentials_dir"])
-    image = record["compose"]["images"]["scheduler"]
+def probe_config(record: dict, host: str) -> dict:
+    """Where the probe knocks: the stack's published ports on `host`."""
     ports = record["placement"]["ports"]
-    secret = (folder / "http.secret").read_text().strip()
-    known = "a buffer the owner stored " + name
-    cfg = {"hashserver": f"http://127.0.0.1:{ports['hashserver']}", "database": f"http://127.0.0.1:{ports['database']}",
-           "dashboard": f"https://127.0.0.1:{ports['dashboard']}", "scheduler": f"127.0.0.1:{ports['scheduler']}",
-           "known": known}
-    subprocess.run(["curl", "-sf", "-u", f"seamless:{secret}", "-X", "PUT", "--data-binary", known,
-                    f"{cfg['hashserver']}/{hashlib.sha256(known.encode()).hexdigest()}"], check=True)
+    http = "https" if record["method"] == "slurm" or record["bind"] not in ("127.0.0.1", "localhost") else "http"
+    return {"hashserver": f"{http}://{host}:{ports['hashserver']}", "database": f"{http}://{host}:{ports['database']}",
+            "dashboard": f"https://{host}:{ports['dashboard']}", "scheduler": f"{host}:{ports['scheduler']}",
+            "known": "a buffer the owner stored " + record["name"]}
 
+
+def scheduler_image(cli) -> str:
+    out = subprocess.run([str(CLI), "images", "list"], capture_output=True, text=True, env=cli.env(), check=True).stdout
+    return next(line.split()[1] for line in out.splitlines() if line.startswith("scheduler"))
+
+
+def assert_the_owner_gets_in(image: str, record: dict, cfg: dict, network: str = "host") -> None:
+    """The owner's probe, with the credentials: every request succeeds (so a refusal seen by
+    the intruder's identical probe is the stack's doing, not an unreachable port)."""
+    folder = Path(record["credentials_dir"])
+    secret = (folder / "http.secret").read_text().strip()
     owner = probe(image, {**cfg, "secret": secret, "client_cert": ["/creds/client.crt", "/creds/client.key"]}, "0:0",
                   env={"DASK_DISTRIBUTED__COMM__TLS__CA_FILE": "/creds/ca.crt",
                        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": "/creds/client.crt",
                        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": "/creds/client.key"},
-                  mounts=[f"{folder}:/creds:ro"])
-    assert owner["buffer PUT"] == owner["buffer GET"] == owner["database PUT (poisoning)"] == 200, owner
-    assert owner["database GET"] == 200 and owner["wrong secret"] == 401, owner
-    assert owner["dashboard"] == 200 and owner["Dask tls://"].startswith("ran code"), owner
-    assert owner["Dask TLS handshake"] == "accepted", owner
+                  mounts=[f"{folder}:/creds:ro"], network=network)
+    assert owner["buffer PUT"] == owner["buffer GET"] == owner["database PUT (poisoning)"] == owner["database GET"] == 200, owner
+    assert owner["wrong secret"] == 401 and owner["dashboard"] == 200, owner
+    assert owner["Dask tls://"].startswith("ran code") and owner["Dask TLS handshake"] == "accepted", owner
 
-    intruder = probe(image, cfg, f"{INTRUDER_UID}:{INTRUDER_UID}")
+
+def assert_refused(intruder: dict) -> None:
     for what in ("buffer PUT", "buffer GET", "database PUT (poisoning)", "database GET"):
         assert intruder[what] == 401, (what, intruder)
     assert intruder["dashboard"] == "SSLError" and intruder["dashboard, plain http"] != 200, intruder
     assert "CERTIFICATE_REQUIRED" in intruder["Dask TLS handshake"].upper(), intruder
     assert not any(str(answer).startswith("ran code") for answer in intruder.values()), intruder
 
-    # The credentials and the environment output (it holds the secret): owner-only.
+
+def assert_only_the_owner_gets_in(record: dict, host: str, network: str = "host") -> None:
+    """The owner's probe gets everything; the intruder's, from a container as another UID, nothing."""
+    image = record["compose"]["images"]["scheduler"] if record.get("compose") else None
+    cfg = probe_config(record, host)
+    assert_the_owner_gets_in(image, record, cfg, network)
+    assert_refused(probe(image, cfg, f"{INTRUDER_UID}:{INTRUDER_UID}", network=network))
+
+
+def assert_owner_only_files(record: dict, env_file: Path) -> None:
+    """The credentials and the environment output (it holds the secret)."""
+    folder = Path(record["credentials_dir"])
     assert folder.stat().st_mode & 0o777 == 0o700
-    for path in [*folder.iterdir(), cli.env_file(name)]:
+    for path in [*folder.iterdir(), env_file]:
         assert path.stat().st_mode & 0o077 == 0, path
 
+
+def read_record(cli, name: str) -> dict:
+    return json.loads((cli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
+
+
+def test_an_intruder_on_the_machine_gets_nothing_the_owner_gets_everything(cli, client, tmp_path):
+    name = cli.new_name()
+    assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
+    record = read_record(cli, name)
+    assert_only_the_owner_gets_in(record, "127.0.0.1")
+    assert_owner_only_files(record, cli.env_file(name))
     # The owner's real client, given only the environment output, still computes.
     run = client.run(cli.env_file(name), "seamless-run", "echo owner-computes")
     assert run.returncode == 0 and run.stdout.strip() == "owner-computes", run.stderr
-    assert env["SEAMLESS_DASK_SCHEDULER"].startswith("tls://") and f"seamless:{secret}@" in env["SEAMLESS_REMOTE_CLIENTS"]
+    env = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
+    assert env["SEAMLESS_DASK_SCHEDULER"].startswith("tls://") and "@127.0.0.1:" in env["SEAMLESS_REMOTE_CLIENTS"]
 
 
 def test_insecure_is_refused_off_loopback_and_said_loudly(cli, tmp_path):

@@ -239,17 +239,28 @@ def test_two_sessions_at_once_do_not_collide(example_venv, new_tcx_stacks, tmp_p
 
 
 ONE_FILE_TEST = '''
+import base64
 import hashlib
+import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
 
 def test_the_fixture_alone(seamless_stack):
     env = seamless_stack.environment()
-    assert env["SEAMLESS_DASK_SCHEDULER"].startswith("tcp://127.0.0.1:")
+    assert env["SEAMLESS_DASK_SCHEDULER"].startswith("tls://127.0.0.1:")
     data = b"stored through the seamless_stack fixture\\n"
     checksum = hashlib.sha256(data).hexdigest()
-    request = urllib.request.Request(f"{env['SEAMLESS_WRITE_BUFFER_SERVER']}/{checksum}", data=data, method="PUT")
+    url = urllib.parse.urlsplit(env["SEAMLESS_WRITE_BUFFER_SERVER"])  # http://seamless:SECRET@127.0.0.1:PORT
+    plain = f"{url.scheme}://{url.hostname}:{url.port}/{checksum}"
+    try:
+        urllib.request.urlopen(urllib.request.Request(plain, data=data, method="PUT"), timeout=30)
+        raise AssertionError("the hashserver took a buffer without the stack's secret")
+    except urllib.error.HTTPError as refused:
+        assert refused.code == 401
+    request = urllib.request.Request(plain, data=data, method="PUT")
+    request.add_header("Authorization", "Basic " + base64.b64encode(f"{url.username}:{url.password}".encode()).decode())
     with urllib.request.urlopen(request, timeout=30) as answer:
         assert answer.status == 200
     assert (Path(seamless_stack.buffer_dir) / checksum[:2] / checksum).read_bytes() == data

@@ -224,7 +224,7 @@ def test_connect_refuses_what_this_route_cannot_serve(home):
     with pytest.raises(StackError, match="up local --name s1 --project demo"):
         sc.connect("s1", [sc.Project("demo")])
     state.save(deployment(credentials_dir="/tls"))
-    with pytest.raises(StackError, match="Dask TLS"):
+    with pytest.raises(StackError, match="is secured, and Seamless. configuration route"):
         sc.connect("s1", [sc.Project("demo")])
     with pytest.raises(StackError, match="not connected"):
         sc.disconnect("s1", [sc.Project("other")])
@@ -315,10 +315,10 @@ def test_connect_says_what_the_route_cannot_protect():
     assert "anyone who reaches 10.1.2.3" in exposed and "run code as its owner" in exposed
 
 
-def test_a_stack_brought_up_with_tls_gets_no_client_files(home):
+def test_a_secured_stack_gets_no_client_files(home):
     state.save(deployment())
     sc.connect("s1", [sc.Project("demo")])
     lines = []
     sc.refresh(deployment(credentials_dir="/tls"), lines.append)
     assert not list((home / ".remote-http-launcher" / "client").iterdir())
-    assert "cannot use a stack with --tls" in lines[0]
+    assert "cannot use a secured stack" in lines[0] and "--insecure" in lines[0]

@@ -33,7 +33,10 @@ def test_sbatch_noise_is_an_error():
 
 def test_probe_reports_home_partitions_and_missing_tools():
     facts = commands.parse_probe("HOME /home/u\nPARTITIONS main debug \n", "login")
-    assert facts.home == "/home/u" and facts.partitions == ["main", "debug"]
+    assert facts.home == "/home/u" and facts.partitions == ["main", "debug"] and facts.nodes == ()
+    # captured on the test cluster: sinfo's node names, then their addresses from getent
+    facts = commands.parse_probe("HOME /home/u\nPARTITIONS main \nNODES c1 c2\nADDRESSES 192.168.32.2 192.168.32.3 \n", "login")
+    assert facts.nodes == ("c1", "c2", "192.168.32.2", "192.168.32.3"), "the services' certificate names them all"
     with pytest.raises(StackError, match="apptainer not found on login: install Apptainer"):
         commands.parse_probe("MISSING apptainer\nHOME /home/u\nPARTITIONS main\n", "login")
     with pytest.raises(StackError, match="unexpected answer"):

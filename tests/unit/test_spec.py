@@ -75,3 +75,22 @@ def test_invalid_input(options, message):
 def test_invalid_environment_ports():
     with pytest.raises(StackError, match="RANDOM_PORT_START/RANDOM_PORT_END start 'abc' is not a number"):
         spec({"RANDOM_PORT_START": "abc"})
+
+
+@pytest.mark.parametrize("options", [
+    dict(method="local", bind="0.0.0.0"), dict(method="remote", remote="u@h"), dict(method="slurm"),
+])
+def test_insecure_is_only_for_a_local_stack_on_loopback(options):
+    with pytest.raises(StackError, match="--insecure is only for a local stack published on 127.0.0.1"):
+        build_spec(insecure=True, environ={"HOME": "/home/u"}, **options)
+
+
+def test_insecure_stacks_warn_and_have_nothing_to_rotate():
+    spec = build_spec(insecure=True, environ={"HOME": "/home/u"})
+    assert spec.warnings() and "INSECURE" in spec.warnings()[0]
+    assert build_spec(environ={"HOME": "/home/u"}).warnings() == []
+    assert build_spec(method="remote", remote="u@h", access="direct", environ={"HOME": "/home/u"}).warnings() == [], \
+        "a public bind is secured: no warning"
+    with pytest.raises(StackError, match="--rotate"):
+        build_spec(insecure=True, rotate=True, environ={"HOME": "/home/u"})
+    assert "rotate" not in build_spec(rotate=True, environ={"HOME": "/home/u"}).settings(), "rotating is no other setting"
