@@ -38,6 +38,11 @@ def test_bench_up_vs_compose(docker_engine):
     assert set(ratios) == {"ours/plain"}, ratios
 
 
+def test_bench_security_cost(docker_engine, client_venv):
+    ratios = run_bench("security_cost", timeout=600, env={"SEAMLESS_STACK_CLIENT_VENV": str(client_venv)})
+    assert set(ratios) == {f"{m}:secured/insecure" for m in ("sequential", "parallel", "put", "get")}, ratios
+
+
 def test_bench_remote_transfer_latency(remote, client_venv):
     ratios = run_bench("remote_transfer_latency", "--host", remote.destination, "--ssh-key", str(remote.key_path),
                        timeout=900, env={"SEAMLESS_STACK_CLIENT_VENV": str(client_venv)})
