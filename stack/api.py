@@ -21,6 +21,7 @@ from .backends import BACKENDS, Backend, backend_for
 from .backends.compose import remove_project
 from .connection import Connection, render
 from .errors import StackError
+from .forward import Forwarder, routes_for
 from .health import ServiceFailed, stack_waits, wait_until_ready
 from .layout import CLASSIC_PORTS, DEFAULT_PORT_RANGE, PORTS, StackFiles
 from .plan import Deployment
@@ -218,30 +219,42 @@ def restart(name: str, service: str, progress: Progress = _quiet) -> None:
 
 def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progress,
            port_range: tuple[int, int] = DEFAULT_PORT_RANGE) -> None:
-    """Forward free local ports (the classic ones where free) to a stack's services; block.
-
-    While the tunnel stands, the stack's environment file holds the local addresses; if the
-    SSH connection drops it is re-established on the same ports. Ctrl-C closes it cleanly.
-    """
+    """Reach a stack from here until Ctrl-C: SSH forwards to the services of a stack over SSH
+    (the environment file holds their local ports while they stand; a dropped connection is
+    re-established on the same ports), and for a secured stack the owner-only forwarder that
+    Seamless' configuration route needs (connected projects use its ports meanwhile)."""
     deployment = state.load(name)
-    if deployment.ssh_destination is None:
+    secured = deployment.credentials_dir is not None
+    if deployment.ssh_destination is None and not secured:
         raise StackError(f"stack {name!r} is reached directly, not over SSH: it needs no tunnel",
                          f"source its environment (`seamless-stack env --name {name}`)")
-    classic = {s: p for s, p in CLASSIC_PORTS.items() if port_is_free(p)}
-    local = allocate_ports(PORTS, port_range, is_free=port_is_free, fixed=classic)
-    connection = deployment.connection(local_ports=local)
-    session = _tunnel(deployment, local)
-    destination = session.destination
+    session, connection = None, deployment.connection()
+    if deployment.access == "ssh":
+        classic = {s: p for s, p in CLASSIC_PORTS.items() if port_is_free(p)}
+        local = allocate_ports(PORTS, port_range, is_free=port_is_free, fixed=classic)
+        connection = deployment.connection(local_ports=local)
+        session = _tunnel(deployment, local)
+    forwarder, project_ports = None, _ports_of(connection)
     try:
-        session.start()
-        write_env_file(deployment, connection)
-        seamless_config.tunnel_opened(deployment, local, progress)  # connected projects use the tunnel's ports
+        if session:
+            session.start()
+            write_env_file(deployment, connection)
+        if secured:
+            project_ports = allocate_ports(PORTS, port_range, is_free=port_is_free, reserved=_ports_of(connection).values())
+            upstream = {service: (connection.host, port) for service, port in _ports_of(connection).items()}
+            forwarder = Forwarder(routes_for(deployment.credentials_dir, deployment.http_tls, upstream, project_ports)).start()
+        seamless_config.tunnel_opened(deployment, project_ports, progress)  # connected projects use these ports
         on_ready(render(connection.variables(), fmt))
-        progress(f"tunnel to {destination} open ({', '.join(f'{s} {lp}->{rp}' for s, (lp, rp) in session.forwards.items())}); Ctrl-C closes it")
+        if session:
+            progress(f"tunnel to {session.destination} open "
+                     f"({', '.join(f'{s} {lp}->{rp}' for s, (lp, rp) in session.forwards.items())}); Ctrl-C closes it")
+        if forwarder:
+            progress(f"Seamless' configuration route: {', '.join(f'{s} {p}' for s, p in project_ports.items())} on 127.0.0.1, "
+                     "for your processes only, with the stack's credentials; Ctrl-C closes it")
         while True:
             time.sleep(1)
-            if not session.alive():
-                progress(f"SSH connection to {destination} lost; reconnecting")
+            if session and not session.alive():
+                progress(f"SSH connection to {session.destination} lost; reconnecting")
                 try:
                     session.start()
                     progress("reconnected")
@@ -249,10 +262,18 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
                     progress(f"reconnect failed ({exc}); retrying in 3s")
                     time.sleep(3)
     finally:
-        session.stop()
-        write_env_file(deployment)  # back to what holds without the tunnel
+        if forwarder:
+            forwarder.stop()
+        if session:
+            session.stop()
+            write_env_file(deployment)  # back to what holds without the tunnel
         seamless_config.tunnel_closed(deployment, progress)
         progress("tunnel closed")
+
+
+def _ports_of(connection: Connection) -> dict[str, int]:
+    return {"hashserver": connection.hashserver_port, "database": connection.database_port,
+            "scheduler": connection.scheduler_port, "dashboard": connection.dashboard_port}
 
 
 # -- status -----------------------------------------------------------------------------

@@ -134,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_name(restart)
     restart.add_argument("service", choices=ROLES)
 
-    tunnel = commands.add_parser("tunnel", help="SSH forwards to a remote stack's services; blocks until Ctrl-C")
+    tunnel = commands.add_parser("tunnel", help="SSH forwards to a stack over SSH, and the owner-only forwarder of Seamless' configuration route for a secured stack; blocks until Ctrl-C")
     _add_name(tunnel)
     tunnel.add_argument("--format", choices=FORMATS, default="shell")
     tunnel.add_argument("--port-range", help="local ports to use where the classic ones (5522, 5577, 8786, 8787) are busy")
@@ -205,8 +205,6 @@ def _up(args) -> int:
     projects = [seamless_config.Project.parse(text) for text in args.project]  # checked before anything starts
     if projects:
         seamless_config.cluster_name(spec.name)
-        if not spec.insecure:
-            raise seamless_config.secured_stack_refused(spec.name)
     deployment = api.up(spec, progress)
     if projects:  # stdout carries the environment only: the project lines go to stderr
         _connect(spec.name, projects, progress)

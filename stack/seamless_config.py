@@ -251,7 +251,7 @@ def cluster_definition(stack: str, form: str, *, method: str, threads: int = 1,
     }
     messages = {
         "ready": "default",
-        "tunnel": f"stack {stack} is reached over SSH: run `seamless-stack tunnel --name {stack}` and keep it running",
+        "tunnel": f"stack {stack} is reached through seamless-stack tunnel: run `seamless-stack tunnel --name {stack}` and keep it running",
         "down": f"stack {stack} is down: start it with `seamless-stack up {method} --name {stack}` (with its options)",
     }
     return {cluster_name(stack): {
@@ -339,10 +339,16 @@ def _remove_client_files(stack: str, projects: Iterable[Project]) -> None:
             (folder / f"{launcher_key(service, cluster, project)}.json").unlink(missing_ok=True)
 
 
+def needs_tunnel(deployment: Deployment) -> bool:
+    """Over SSH, the tunnel's forwards; on a secured stack, its owner-only forwarder (this
+    route cannot present the stack's credentials itself)."""
+    return deployment.access == "ssh" or deployment.credentials_dir is not None
+
+
 def form_of(deployment: Deployment | None, record: Record) -> str:
     if deployment is None or deployment.placement is None:
         return "down"
-    if deployment.access == "ssh" and record.tunnel_ports() is None:
+    if needs_tunnel(deployment) and record.tunnel_ports() is None:
         return "tunnel"
     return "ready"
 
@@ -354,7 +360,7 @@ def write_files(stack: str, record: Record, deployment: Deployment | None) -> st
         return "none"
     form = form_of(deployment, record)
     if form == "ready":
-        local = record.tunnel_ports() if deployment.access == "ssh" else None
+        local = record.tunnel_ports() if needs_tunnel(deployment) else None
         files = client_files(deployment, record.projects, local)
         text = cluster_yaml(stack, form, record.projects, method=deployment.method, threads=deployment.threads,
                             frontends=worker_frontends(deployment))
@@ -377,15 +383,6 @@ def _deployment(stack: str) -> Deployment | None:
         return None
 
 
-ROUTE_LIMIT = "Seamless' configuration route speaks plain tcp:// to the scheduler, without the stack's client certificate"
-
-
-def secured_stack_refused(stack: str) -> StackError:
-    return StackError(f"stack {stack!r} is secured, and {ROUTE_LIMIT}",
-                      "use the environment route (`source` the stack's environment file), "
-                      "or a local stack on 127.0.0.1 brought up with --insecure")
-
-
 # -- the hooks api.py calls ----------------------------------------------------------------
 def refresh(deployment: Deployment, progress: Progress = _quiet) -> None:
     """After `up`: connected projects get the stack's current addresses. Never raises."""
@@ -395,11 +392,6 @@ def refresh(deployment: Deployment, progress: Progress = _quiet) -> None:
             return
         record.method = deployment.method
         save(record)
-        if deployment.credentials_dir:  # the route cannot carry the credentials
-            _remove_client_files(deployment.name, record.projects)
-            progress(f"WARNING: Seamless projects {', '.join(map(str, record.projects))} cannot use a secured stack: "
-                     f"{ROUTE_LIMIT}; `seamless-stack disconnect --name {deployment.name} --all`, or bring it up with --insecure")
-            return
         form = write_files(deployment.name, record, deployment)
         progress(f"Seamless projects {', '.join(map(str, record.projects))}: {_form_text(deployment.name, form)}")
     except Exception as exc:  # the stack is up; a file we could not write is a warning, not a failure
@@ -458,7 +450,7 @@ def _form_text(stack: str, form: str) -> str:
 
 def check_reachable(deployment: Deployment, record: Record) -> list[str]:
     """Problems of the services as a client here reaches them (empty: all answer)."""
-    local = record.tunnel_ports() if deployment.access == "ssh" else None
+    local = record.tunnel_ports() if needs_tunnel(deployment) else None
     c = deployment.connection(local_ports=local)
     base = f"http://{c.host}"
     waits = [HttpWait("hashserver", f"{base}:{c.hashserver_port}/healthcheck", "OK"),
@@ -473,14 +465,12 @@ def check_reachable(deployment: Deployment, record: Record) -> list[str]:
 
 
 def security_note(deployment: Deployment) -> str:
-    """What this route cannot protect, said where the user connects (docs/seamless-config.md, Security)."""
-    host = deployment.connection().host if deployment.access == "direct" else "127.0.0.1"
-    if host.startswith("127."):
-        return ("NOTE: the stack has no authentication yet: every user and process of this machine that can open "
-                "127.0.0.1 ports can use it (docs/seamless-config.md, Security)")
-    return (f"NOTE: the stack has no authentication yet and this route speaks plain http:// and tcp://: anyone who "
-            f"reaches {host} on the stack's ports can read and write its data and run code as its owner "
-            "(docs/seamless-config.md, Security)")
+    """What this route protects, said where the user connects (docs/seamless-config.md, Security)."""
+    if deployment.credentials_dir:
+        return ("NOTE: this route reaches the secured stack through `seamless-stack tunnel`, which listens on "
+                "127.0.0.1, admits only your processes and adds the stack's credentials (docs/seamless-config.md, Security)")
+    return ("NOTE: the stack runs with --insecure: every user and process of this machine that can open "
+            "127.0.0.1 ports can use it (docs/seamless-config.md, Security)")
 
 
 def connect(stack: str, projects: Iterable[Project], progress: Progress = _quiet) -> str:
@@ -493,22 +483,20 @@ def connect(stack: str, projects: Iterable[Project], progress: Progress = _quiet
                          f"start it with `seamless-stack up local --name {stack} --project {example}` "
                          "(or up remote/slurm): that connects the project too")
     deployment = state.load(stack)
-    if deployment.credentials_dir:
-        raise secured_stack_refused(stack)
     record = load(stack)
     record.method = deployment.method
     record.projects = sorted(set(record.projects) | set(projects), key=Project.sort_key)
     form = form_of(deployment, record)
     if form == "ready":
-        client_files(deployment, projects, record.tunnel_ports() if deployment.access == "ssh" else None)  # validates first
+        client_files(deployment, projects, record.tunnel_ports() if needs_tunnel(deployment) else None)  # validates first
     save(record)
     form = write_files(stack, record, deployment)
     progress(f"connected {', '.join(map(str, projects))} to stack {stack!r}: cluster {cluster_name(stack)} "
              f"in {cluster_file(stack)}, client files in {launcher_client_dir()}")
     progress(security_note(deployment))
     if form == "tunnel":
-        progress(f"stack {stack!r} is reached over SSH: run `seamless-stack tunnel --name {stack}` and keep it "
-                 "running while the project runs (the project's files are written while it runs)")
+        progress(f"run `seamless-stack tunnel --name {stack}` and keep it running while the project runs "
+                 "(the project's files are written while it runs)")
     else:
         problems = check_reachable(deployment, record)
         if problems:

@@ -7,7 +7,9 @@ only ever sees the environment file that `up` wrote.
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import subprocess
 import sys
 import uuid
@@ -184,3 +186,22 @@ class Client:
 @pytest.fixture
 def client(client_venv) -> Client:
     return Client(client_venv)
+
+
+class TunnelProcess:
+    """`seamless-stack tunnel` in the background, as a user would leave it running."""
+
+    def __init__(self, cli, name):
+        self.process = subprocess.Popen([str(CLI), "tunnel", "--name", name, "--format", "json"], env=cli.env(),
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        lines = []
+        while not lines or not lines[-1].startswith("}"):
+            line = self.process.stdout.readline()
+            if not line:
+                raise AssertionError(f"tunnel ended: {self.process.stderr.read()}")
+            lines.append(line)
+        self.variables = json.loads("".join(lines))
+
+    def close(self) -> int:
+        self.process.send_signal(signal.SIGINT)
+        return self.process.wait(timeout=30)

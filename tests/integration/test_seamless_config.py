@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from .conftest import CLIENT_SCRIPTS, service_hostnames
+from .conftest import CLIENT_SCRIPTS, TunnelProcess, service_hostnames
 
 SERVICES = ("hashserver", "database", "daskserver")
 
@@ -123,66 +123,81 @@ def mismatched_venv(client_venv: Path, folder: Path, cloudpickle: str = "3.1.3")
 
 # -- the local stack -------------------------------------------------------------------------
 def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path):
+    """A secured stack (the default), used through `tunnel`: its owner-only forwarder adds the
+    credentials this route cannot carry."""
     buffers, database = tmp_path / "buffers", tmp_path / "database"
     name = stack_name(cli)
     cluster = f"seamless-stack-{name}"
     env = cli.env(PATH=f"{client_venv}/bin:{os.environ['PATH']}")  # python3 on PATH: the matching client
     dirs = ("--buffer-dir", str(buffers), "--database-dir", str(database))
 
-    # 1. `up --project` connects right away; stdout stays the environment alone.
-    refused = cli.up(name, "--workers", "2", "--threads", "2", *dirs, "--project", "demo", env=env)
-    assert refused.returncode == 2 and "is secured, and Seamless' configuration route" in refused.stderr, refused.stderr
-    up = cli.up(name, "--insecure", "--workers", "2", "--threads", "2", *dirs, "--project", "demo", env=env)
+    # 1. `up --project` connects right away; stdout stays the environment alone; the files wait for `tunnel`.
+    up = cli.up(name, "--workers", "2", "--threads", "2", *dirs, "--project", "demo", env=env)
     assert up.returncode == 0, up.stderr
     assert up.stdout == cli.env_file(name).read_text().split("\n", 1)[1], "up prints only the environment"
-    assert "- cluster: " + cluster in up.stderr and "WARNING: INSECURE stack" in up.stderr
-    assert [line for line in up.stderr.splitlines() if "WARNING" in line and "INSECURE" not in line] == [], up.stderr
+    assert "- cluster: " + cluster in up.stderr and "WARNING" not in up.stderr
+    assert f"seamless-stack tunnel --name {name}" in up.stderr
     connect = cli.run("connect", "--name", name, "--project", "demo", "--stage", "gpu", env=env)
     assert connect.returncode == 0 and "WARNING" not in connect.stderr, connect.stderr
     project = SeamlessProject(tmp_path / "project", client_venv, cli.home)
     project.write_config(connect.stdout)
     assert (project.folder / "seamless.profile.yaml").read_text() == f"- cluster: {cluster}\n"
     assert (project.folder / "seamless.yaml").read_text() == "- project: demo\n- execution: remote\n- remote: daskserver\n"
+    assert client_files(cli.home) == {}
+    waiting = project.run("5")
+    assert waiting.returncode != 0 and f"seamless-stack tunnel --name {name}" in waiting.stderr
 
-    # 2. The files: keys exactly as the client's seamless-config computes them, owner-only.
-    files = client_files(cli.home)
-    keys = {project.resolve_key(s, cluster, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
-    assert set(files) == keys and len(keys) == 6
-    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
-    assert (cli.home / ".seamless" / "clusters" / f"{cluster}.yaml").is_file()
-    assert not (cli.home / ".seamless" / "clusters.yaml").exists()
-    daskserver = json.loads(files[f"daskserver-{cluster}-rw-demo"].read_text())
-    assert daskserver["hostname"] == "127.0.0.1"
+    tunnel = TunnelProcess(cli, name)
+    try:
+        # 2. The files: keys exactly as the client's seamless-config computes them, owner-only.
+        files = client_files(cli.home)
+        keys = {project.resolve_key(s, cluster, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
+        assert set(files) == keys and len(keys) == 6
+        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
+        assert (cli.home / ".seamless" / "clusters" / f"{cluster}.yaml").is_file()
+        assert not (cli.home / ".seamless" / "clusters.yaml").exists()
+        daskserver = json.loads(files[f"daskserver-{cluster}-rw-demo"].read_text())
+        hashserver = json.loads(files[f"hashserver-{cluster}-rw-demo"].read_text())
+        assert daskserver["hostname"] == "127.0.0.1"
 
-    # 3. The project computes on our workers; its results land in our buffer directory and database.
-    workers = service_hostnames(name, "worker")
-    answer = project.result("5")
-    assert answer["direct"] == {"value": 10, "host": answer["direct"]["host"]} and answer["direct"]["host"] in workers
-    assert answer["delayed"]["value"] == 6 and answer["delayed"]["host"] in workers
-    assert buffer_path(buffers, answer["result_checksum"]).is_file()
-    with sqlite3.connect(database / "seamless.db") as db:
-        rows = db.execute("select * from transformation").fetchall()
-    assert any(row[1] == answer["result_checksum"] for row in rows), "the database has it"
-    staged = project.result("7", "gpu")  # the stage's keys, the same stack
-    assert staged["delayed"]["value"] == 8 and staged["delayed"]["host"] in workers and staged["direct"]["host"] in workers
-    assert buffer_path(buffers, staged["result_checksum"]).is_file()
+        # 3. The project computes on our workers; its results land in our buffer directory and database.
+        workers = service_hostnames(name, "worker")
+        answer = project.result("5")
+        assert answer["direct"] == {"value": 10, "host": answer["direct"]["host"]} and answer["direct"]["host"] in workers
+        assert answer["delayed"]["value"] == 6 and answer["delayed"]["host"] in workers
+        assert buffer_path(buffers, answer["result_checksum"]).is_file()
+        with sqlite3.connect(database / "seamless.db") as db:
+            rows = db.execute("select * from transformation").fetchall()
+        assert any(row[1] == answer["result_checksum"] for row in rows), "the database has it"
+        staged = project.result("7", "gpu")  # the stage's keys, the same stack
+        assert staged["delayed"]["value"] == 8 and staged["delayed"]["host"] in workers and staged["direct"]["host"] in workers
+        assert buffer_path(buffers, staged["result_checksum"]).is_file()
 
-    # 4. Nothing was launched: no launcher state for a server, no process left with this HOME.
-    assert not (cli.home / ".remote-http-launcher" / "server").exists()
-    assert project.processes() == []
-    assert set(client_files(cli.home)) == keys, "every file answered its health check: none was deleted"
+        # 4. Nothing was launched: no launcher state for a server, no process with this HOME but the tunnel.
+        assert not (cli.home / ".remote-http-launcher" / "server").exists()
+        assert [cmd for cmd in project.processes() if "tunnel" not in cmd] == []
+        assert set(client_files(cli.home)) == keys, "every file answered its health check: none was deleted"
 
-    # 5. Workers keep their own addresses: the preload's plugin, worker-facing, not the client's.
-    plugin = scheduler_plugin(client_venv, cli.home, f"tcp://127.0.0.1:{daskserver['port']}")
-    assert plugin["buffer"][0]["url"].startswith("http://hashserver:")
-    assert plugin["database"][0]["url"].startswith("http://database:")
+        # 5. Workers keep their own addresses: the preload's plugin, worker-facing, with the secret.
+        plugin = scheduler_plugin(client_venv, cli.home, f"tcp://127.0.0.1:{daskserver['port']}")
+        assert plugin["buffer"][0]["url"].startswith("http://seamless:") and "@hashserver:" in plugin["buffer"][0]["url"]
+        assert "@database:" in plugin["database"][0]["url"]
 
-    status = cli.run("status", "--name", name)
-    assert status.returncode == 0 and "seamless projects: demo, demo (stage gpu)" in status.stdout
+        # 6. The forwarder admits this user's processes only.
+        knock = ["/usr/bin/python3", "-c", "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)",
+                 f"http://127.0.0.1:{hashserver['port']}/healthcheck"]
+        assert subprocess.run(knock, capture_output=True).returncode == 0
+        other = subprocess.run(["setpriv", "--reuid=12345", "--regid=12345", "--clear-groups", *knock], capture_output=True, text=True)
+        assert other.returncode != 0 and ("RemoteDisconnected" in other.stderr or "reset" in other.stderr), other.stderr
 
-    # 6. down: the same script fails, saying which stack and what to run.
+        status = cli.run("status", "--name", name)
+        assert status.returncode == 0 and "seamless projects: demo, demo (stage gpu)" in status.stdout
+    finally:
+        assert tunnel.close() == 0
+    assert client_files(cli.home) == {}, "the forwarder's ports are gone with it"
+
+    # 7. down: the same script fails, saying which stack and what to run.
     assert cli.run("down", "--name", name).returncode == 0
-    assert client_files(cli.home) == {}, "no client file points at ports another stack may get"
     failed = project.run("5")
     assert failed.returncode != 0
     assert f"stack {name} is down" in failed.stderr and f"seamless-stack up local --name {name}" in failed.stderr
@@ -190,15 +205,18 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
     down_status = cli.run("status", "--name", name)
     assert down_status.returncode == 2 and f"seamless-stack up local --name {name}" in down_status.stderr
 
-    # 7. up again (new ports, new containers): the files follow, the earlier results are found.
-    assert cli.up(name, "--insecure", "--workers", "2", "--threads", "2", *dirs, env=env).returncode == 0
-    assert set(client_files(cli.home)) == keys
-    new_workers = service_hostnames(name, "worker")
-    assert new_workers.isdisjoint(workers)
-    again = project.result("5")
-    assert again == answer, "from the database: the old workers' host names, no recomputation"
+    # 8. up again (new ports, new containers) and the tunnel: the files follow, the earlier results are found.
+    assert cli.up(name, "--workers", "2", "--threads", "2", *dirs, env=env).returncode == 0
+    tunnel = TunnelProcess(cli, name)
+    try:
+        assert set(client_files(cli.home)) == keys
+        assert service_hostnames(name, "worker").isdisjoint(workers)
+        again = project.result("5")
+        assert again == answer, "from the database: the old workers' host names, no recomputation"
+    finally:
+        assert tunnel.close() == 0
 
-    # 8. connect warns about a client with other versions; disconnect removes everything.
+    # 9. connect warns about a client with other versions; disconnect removes everything.
     other = mismatched_venv(client_venv, tmp_path / "other-venv")
     warned = cli.run("connect", "--name", name, "--project", "other", env=cli.env(PATH=f"{other}/bin:{os.environ['PATH']}"))
     assert warned.returncode == 0 and "WARNING" in warned.stderr and "cloudpickle 3.1.3 (stack 3.1.2)" in warned.stderr

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
+import shlex
 import subprocess
 import time
 import uuid
@@ -20,7 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import CLI
+from .conftest import INTRUDER, TunnelProcess
+from .test_security import (INTRUDER_UID, PROBE, assert_refused, assert_the_owner_gets_in, probe, probe_config,
+                            read_record, scheduler_image)
 
 # The services job takes a whole (2-core) node, so worker jobs land on the other one.
 JOB_OPTIONS = ["--partition", "main", "--cpus", "2", "--memory", "600M", "--time", "02:00:00",
@@ -50,23 +52,32 @@ def services_node(cli, name) -> str:
     return record["slurm"]["node"]
 
 
-class TunnelProcess:
-    """`seamless-stack tunnel` in the background, as a user would leave it running."""
-
-    def __init__(self, cli, name):
-        self.process = subprocess.Popen([str(CLI), "tunnel", "--name", name, "--format", "json"], env=cli.env(),
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lines = []
-        while not lines or not lines[-1].startswith("}"):
-            line = self.process.stdout.readline()
-            if not line:
-                raise AssertionError(f"tunnel ended: {self.process.stderr.read()}")
-            lines.append(line)
-        self.variables = json.loads("".join(lines))
-
-    def close(self) -> int:
-        self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=30)
+def assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name: str) -> None:
+    """The owner's probe (a container on the cluster network, with the credentials) gets
+    everything. The intruder gets nothing: from another machine on the cluster network, logged
+    in on the login node with its own key, and on a compute node; nor can it read the
+    credentials or the jobs' logs on the shared file system."""
+    record = read_record(scli, name)
+    cfg = probe_config(record, record["placement"]["host_name"])
+    image = scheduler_image(scli)
+    assert_the_owner_gets_in(image, record, cfg, network=cluster.network)
+    assert_refused(probe(image, cfg, f"{INTRUDER_UID}:{INTRUDER_UID}", network=cluster.network))
+    ssh = ["ssh", "-i", str(cluster.intruder_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+           f"{INTRUDER}@{cluster.login_address}"]
+    on_login = subprocess.run([*ssh, "python3", "-", shlex.quote(json.dumps(cfg))], input=PROBE,
+                              capture_output=True, text=True, timeout=120)
+    assert on_login.returncode == 0, on_login.stderr
+    assert_refused(json.loads(on_login.stdout.splitlines()[-1]))
+    on_node = cluster.exec(cluster.compute_nodes[0], ["python3", "-c", PROBE, json.dumps(cfg)], user=INTRUDER, timeout=120)
+    assert on_node.returncode == 0, on_node.stderr
+    assert_refused(json.loads(on_node.stdout.splitlines()[-1]))
+    stack_dir = record["slurm"]["stack_dir"]
+    for path in (f"{stack_dir}/tls/http.secret", f"{stack_dir}/tls/server.key", f"{stack_dir}/services.json"):
+        denied = subprocess.run([*ssh, "cat", path], capture_output=True, text=True, timeout=60)
+        assert denied.returncode != 0 and "Permission denied" in denied.stderr, (path, denied.stdout)
+    modes = cluster.exec(cluster.controller, f"stat -c %a {stack_dir} {stack_dir}/tls", user=cluster.user).stdout.split()
+    assert modes == ["700", "700"], modes
 
 
 def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
@@ -77,6 +88,7 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
     assert "SEAMLESS_SSH_DASK_SCHEDULER_HOST" in env_file.read_text()
     assert worker_jobs(cluster, name) == [], "adaptive from zero worker jobs"
     node = services_node(scli, name)
+    assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name)
 
     tunnel = TunnelProcess(scli, name)
     try:
@@ -134,8 +146,14 @@ def test_slurm_direct_single_node(scli, client, cluster):
     node = services_node(scli, name)
     assert values["SEAMLESS_SSH_DASK_SCHEDULER_HOST"] == node
     assert not values["SEAMLESS_DATABASE_IP"].startswith("127."), "direct: the services node's address"
+    assert values["SEAMLESS_DASK_SCHEDULER"].startswith("tls://") and "https://seamless:" in values["SEAMLESS_REMOTE_CLIENTS"]
     run = client.run(scli.env_file(name), "seamless-run", "echo direct; hostname", timeout=300)
     assert run.returncode == 0 and run.stdout.split() == ["direct", node], run.stderr
+    # A transformation sees neither the owner's home (SSH keys) nor the job's working directory.
+    home = client.run(scli.env_file(name), "seamless-run", f"ls /home/{cluster.user}/.ssh || echo no-home-{uuid.uuid4().hex}",
+                      timeout=300)
+    assert home.returncode == 0 and "authorized_keys" not in home.stdout and "no-home-" in home.stdout, home.stdout
+    assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name)
     assert worker_jobs(cluster, name) == [], "single node: the workers live in the services job"
 
 
@@ -214,8 +232,10 @@ def test_a_seamless_project_through_the_tunnel(scli, client_venv, cluster, tmp_p
         keys = {project.resolve_key(s, cluster_name, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
         assert set(files) == keys
         hashserver = json.loads(files[f"hashserver-{cluster_name}-rw-demo"].read_text())
+        daskserver = json.loads(files[f"daskserver-{cluster_name}-rw-demo"].read_text())
         assert hashserver["hostname"] == "127.0.0.1" and hashserver["tunneled-port"] == remote_ports["hashserver"]
-        assert hashserver["port"] == int(tunnel.variables["SEAMLESS_WRITE_BUFFER_SERVER"].rsplit(":", 1)[1])
+        ssh_forward = int(tunnel.variables["SEAMLESS_WRITE_BUFFER_SERVER"].rsplit(":", 1)[1])
+        assert hashserver["port"] != ssh_forward, "the project uses the owner-only forwarder, not the SSH forward itself"
 
         answer = project.result("3")
         for result in (answer["direct"], answer["delayed"]):
@@ -230,8 +250,9 @@ def test_a_seamless_project_through_the_tunnel(scli, client_venv, cluster, tmp_p
         left = [cmd for cmd in project.processes() if "tunnel" not in cmd and not cmd.startswith(("ssh ", "/usr/bin/ssh "))]
         assert left == []
         # workers keep the services node's address (the preload), not the tunnel's 127.0.0.1
-        plugin = scheduler_plugin(client_venv, scli.home, tunnel.variables["SEAMLESS_DASK_SCHEDULER"])
-        assert plugin["buffer"][0]["url"] == f"http://{node_address}:{remote_ports['hashserver']}"
+        plugin = scheduler_plugin(client_venv, scli.home, f"tcp://127.0.0.1:{daskserver['port']}")
+        url = plugin["buffer"][0]["url"]
+        assert url.startswith("https://seamless:") and url.endswith(f"@{node_address}:{remote_ports['hashserver']}")
     finally:
         assert tunnel.close() == 0
     assert client_files(scli.home) == {}, "the tunnel's ports are gone with it"

@@ -223,9 +223,7 @@ def test_a_killed_tunnel_is_noticed(home):
 def test_connect_refuses_what_this_route_cannot_serve(home):
     with pytest.raises(StackError, match="up local --name s1 --project demo"):
         sc.connect("s1", [sc.Project("demo")])
-    state.save(deployment(credentials_dir="/tls"))
-    with pytest.raises(StackError, match="is secured, and Seamless. configuration route"):
-        sc.connect("s1", [sc.Project("demo")])
+    state.save(deployment())
     with pytest.raises(StackError, match="not connected"):
         sc.disconnect("s1", [sc.Project("other")])
 
@@ -308,17 +306,22 @@ def test_client_requirements_command(capsys):
     assert capsys.readouterr().out == doctor.lock_text()
 
 
-def test_connect_says_what_the_route_cannot_protect():
+def test_connect_says_what_the_route_protects():
     assert "every user and process of this machine" in sc.security_note(deployment())
-    assert "every user and process of this machine" in sc.security_note(deployment(method="remote", access="ssh"))
-    exposed = sc.security_note(deployment(method="slurm", bind="0.0.0.0", host="10.1.2.3"))
-    assert "anyone who reaches 10.1.2.3" in exposed and "run code as its owner" in exposed
+    secured = sc.security_note(deployment(method="slurm", access="ssh", credentials_dir="/tls"))
+    assert "admits only your processes" in secured and "seamless-stack tunnel" in secured
 
 
-def test_a_secured_stack_gets_no_client_files(home):
-    state.save(deployment())
-    sc.connect("s1", [sc.Project("demo")])
-    lines = []
-    sc.refresh(deployment(credentials_dir="/tls"), lines.append)
-    assert not list((home / ".remote-http-launcher" / "client").iterdir())
-    assert "cannot use a secured stack" in lines[0] and "--insecure" in lines[0]
+def test_a_secured_stack_is_used_through_the_tunnel_only(home):
+    """Its files exist while `tunnel` runs (its forwarder's ports), for every access."""
+    d = deployment(credentials_dir="/tls")
+    state.save(d)
+    assert sc.connect("s1", [sc.Project("demo")]) == "tunnel"
+    client_dir = home / ".remote-http-launcher" / "client"
+    assert not client_dir.exists() or list(client_dir.iterdir()) == []
+    assert "seamless-stack tunnel --name s1" in sc.status_lines(d)[0]
+    sc.tunnel_opened(d, LOCAL)
+    content = json.loads((client_dir / "hashserver-seamless-stack-s1-rw-demo.json").read_text())
+    assert (content["hostname"], content["port"]) == ("127.0.0.1", LOCAL["hashserver"])
+    sc.tunnel_closed(d)
+    assert list(client_dir.iterdir()) == []
