@@ -74,7 +74,8 @@ def ensure(folder: Path, stack: str, names: tuple[str, ...] = (), rotate: bool =
     _openssl("req", "-x509", *ec, *signed, "-subj", f"/CN=seamless-stack {stack} services",
              "-addext", f"subjectAltName={_alt_names(wanted)}", "-addext", "extendedKeyUsage=serverAuth,clientAuth",
              "-keyout", creds.path("server.key"), "-out", creds.path("server.crt"))
-    (folder / "server.key").chmod(0o600)
+    for file in ("server.crt", "server.key"):
+        (folder / file).chmod(0o600)
     return creds
 
 

@@ -95,6 +95,8 @@ def test_remote_ssh_with_tunnel(rcli, client, remote):
             sock.settimeout(2)
             assert sock.connect_ex((remote.address, int(ports[key]))) != 0, "nothing reachable on the remote's address"
 
+    assert_a_second_user_of_the_remote_gets_nothing(rcli, remote, name)
+
     tunnel = subprocess.Popen([str(CLI), "tunnel", "--name", name, "--format", "json"], env=rcli.env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -118,6 +120,41 @@ def test_remote_ssh_with_tunnel(rcli, client, remote):
         code = tunnel.wait(timeout=20)
     assert code == 0, tunnel.stderr.read()
     assert env_file.read_text() == only_ssh, "without the tunnel, the env file holds the SSH section only"
+
+
+KNOCK = r"""
+h=$1 d=$2 s=$3 b=$4 known=$5 auth=$6   # ports; the checksum of "x"; "owner": with the secret file
+code() {
+    if [ "$auth" = owner ]; then
+        printf 'user = "seamless:%s"\n' "$(cat ~/.seamless/stacks/$7.tls/http.secret)" | curl -K - -s -o /dev/null -w '%{http_code}' "$@"
+    else
+        curl -s -o /dev/null -w '%{http_code}' "$@"
+    fi
+}
+echo "buffer PUT $(code -X PUT --data-binary x http://127.0.0.1:$h/$known)"
+echo "buffer GET $(code http://127.0.0.1:$h/$known)"
+echo "database PUT $(code -X PUT --data-binary '{"type": "transformation", "checksum": "'$known'", "value": "'$known'"}' http://127.0.0.1:$d/)"
+echo "dashboard $(curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1:$b/health; echo " exit $?")"
+echo "scheduler $(curl -sk -v https://127.0.0.1:$s/ 2>&1 | grep -io 'certificate required' | head -1)"
+"""
+
+
+def assert_a_second_user_of_the_remote_gets_nothing(rcli, remote, name: str) -> None:
+    """Another user of the remote host, against its loopback (where an --ssh stack listens):
+    refused everywhere; the owner's same requests, with the secret, pass."""
+    record = json.loads((rcli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
+    ports = record["placement"]["ports"]
+    known = hashlib.sha256(b"x").hexdigest()
+    args = [str(ports[s]) for s in ("hashserver", "database", "scheduler", "dashboard")] + [known]
+    owner = remote.ssh(["sh", "-c", KNOCK, "-", *args, "owner", name]).stdout
+    assert "buffer PUT 200" in owner and "buffer GET 200" in owner and "database PUT 200" in owner, owner
+    other = subprocess.run(["docker", "exec", "-u", "nodocker", remote.name, "sh", "-c", KNOCK, "-", *args, "intruder"],
+                           capture_output=True, text=True).stdout
+    assert "buffer GET 401" in other and "buffer PUT 401" in other and "database PUT 401" in other, other
+    assert "dashboard 000" in other and "certificate required" in other.lower(), other
+    denied = subprocess.run(["docker", "exec", "-u", "nodocker", remote.name, "cat",
+                             f"/home/{remote.user}/.seamless/stacks/{name}.tls/http.secret"], capture_output=True, text=True)
+    assert denied.returncode != 0 and "Permission denied" in denied.stderr
 
 
 def _read_json(process: subprocess.Popen, timeout: float = 60) -> str:

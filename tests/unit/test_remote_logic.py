@@ -113,3 +113,15 @@ def test_invalid_slurm_options(options, message):
     from seamless_stack.errors import StackError
     with pytest.raises(StackError, match=message):
         build_spec(name="s", method="slurm", slurm=options, environ={"HOME": "/h"})
+
+
+def test_credentials_are_owner_only_and_a_new_address_signs_only_the_server_certificate(tmp_path):
+    folder = tmp_path / "s.tls"
+    first = credentials.ensure(folder, "s")
+    secret, ca = first.secret, (folder / "ca.crt").read_text()
+    again = credentials.ensure(folder, "s", ("node7", "10.0.0.7"))
+    assert {"node7", "10.0.0.7"} <= again.names() and again.secret == secret and (folder / "ca.crt").read_text() == ca
+    assert folder.stat().st_mode & 0o777 == 0o700
+    assert all(path.stat().st_mode & 0o077 == 0 for path in folder.iterdir()), "every file 0600"
+    rotated = credentials.ensure(folder, "s", rotate=True)
+    assert rotated.secret != secret and (folder / "ca.crt").read_text() != ca
