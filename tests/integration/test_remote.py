@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -123,10 +124,10 @@ def test_remote_ssh_with_tunnel(rcli, client, remote):
 
 
 KNOCK = r"""
-h=$1 d=$2 s=$3 b=$4 known=$5 auth=$6   # ports; the checksum of "x"; "owner": with the secret file
+h=$1 d=$2 s=$3 b=$4 known=$5 auth=$6 stack=$7   # ports; the checksum of "x"; "owner": with the secret file
 code() {
     if [ "$auth" = owner ]; then
-        printf 'user = "seamless:%s"\n' "$(cat ~/.seamless/stacks/$7.tls/http.secret)" | curl -K - -s -o /dev/null -w '%{http_code}' "$@"
+        printf 'user = "seamless:%s"\n' "$(cat ~/.seamless/stacks/$stack.tls/http.secret)" | curl -K - -s -o /dev/null -w '%{http_code}' "$@"
     else
         curl -s -o /dev/null -w '%{http_code}' "$@"
     fi
@@ -147,7 +148,7 @@ def assert_a_second_user_of_the_remote_gets_nothing(rcli, remote, name: str) -> 
     known = hashlib.sha256(b"x").hexdigest()
     args = [str(ports[s]) for s in ("hashserver", "database", "scheduler", "dashboard")] + [known]
     owner = remote.ssh(["sh", "-c", KNOCK, "-", *args, "owner", name]).stdout
-    assert "buffer PUT 200" in owner and "buffer GET 200" in owner and "database PUT 200" in owner, owner
+    assert re.search(r"buffer PUT 20[01]\b", owner) and "buffer GET 200" in owner and "database PUT 200" in owner, owner
     other = subprocess.run(["docker", "exec", "-u", "nodocker", remote.name, "sh", "-c", KNOCK, "-", *args, "intruder"],
                            capture_output=True, text=True).stdout
     assert "buffer GET 401" in other and "buffer PUT 401" in other and "database PUT 401" in other, other
