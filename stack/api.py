@@ -234,14 +234,14 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
         local = allocate_ports(PORTS, port_range, is_free=port_is_free, fixed=classic)
         connection = deployment.connection(local_ports=local)
         session = _tunnel(deployment, local)
-    forwarder, project_ports = None, _ports_of(connection)
+    forwarder, project_ports = None, connection.ports()
     try:
         if session:
             session.start()
             write_env_file(deployment, connection)
         if secured:
-            project_ports = allocate_ports(PORTS, port_range, is_free=port_is_free, reserved=_ports_of(connection).values())
-            upstream = {service: (connection.host, port) for service, port in _ports_of(connection).items()}
+            project_ports = allocate_ports(PORTS, port_range, is_free=port_is_free, reserved=connection.ports().values())
+            upstream = {service: (connection.host, port) for service, port in connection.ports().items()}
             forwarder = Forwarder(routes_for(deployment.credentials_dir, deployment.http_tls, upstream, project_ports)).start()
         seamless_config.tunnel_opened(deployment, project_ports, progress)  # connected projects use these ports
         on_ready(render(connection.variables(), fmt))
@@ -269,11 +269,6 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progr
             write_env_file(deployment)  # back to what holds without the tunnel
         seamless_config.tunnel_closed(deployment, progress)
         progress("tunnel closed")
-
-
-def _ports_of(connection: Connection) -> dict[str, int]:
-    return {"hashserver": connection.hashserver_port, "database": connection.database_port,
-            "scheduler": connection.scheduler_port, "dashboard": connection.dashboard_port}
 
 
 # -- status -----------------------------------------------------------------------------

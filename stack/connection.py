@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 from dataclasses import dataclass
+from pathlib import Path
 
 from . import credentials
 
@@ -60,7 +60,7 @@ class Connection:
         scheduler = f"{scheme}://{self.host}:{self.scheduler_port}"
         secured = {}
         if self.credentials_dir:
-            secured = credentials.dask_variables(self.credentials_dir, "client")
+            secured = credentials.dask_client_variables(self.credentials_dir)
             if self.http_tls:
                 secured["SSL_CERT_FILE"] = f"{self.credentials_dir}/bundle.pem"
 
@@ -79,6 +79,10 @@ class Connection:
             "SEAMLESS_DASK_WORKERS": str(self.seamless_workers),
             **secured,
         }
+
+    def ports(self) -> dict[str, int]:
+        return {"hashserver": self.hashserver_port, "database": self.database_port,
+                "scheduler": self.scheduler_port, "dashboard": self.dashboard_port}
 
     def http_url(self, port: int, with_secret: bool = True) -> str:
         """http(s)://[seamless:SECRET@]host:port; the secret is read from the stack's folder."""

@@ -149,14 +149,13 @@ def _openssl(*args: str) -> str:
     return result.stdout
 
 
-def dask_variables(folder: str, role: str = "client") -> dict[str, str]:
-    """Mutual TLS for one Dask role: its certificate, and the CA peers must be signed by."""
-    cert = "client" if role == "client" else "server"
+def dask_client_variables(folder: str) -> dict[str, str]:
+    """What a Dask client needs for the stack's mutual TLS: the CA and its client identity."""
     return {
         "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
         "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{folder}/ca.crt",
-        f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__CERT": f"{folder}/{cert}.crt",
-        f"DASK_DISTRIBUTED__COMM__TLS__{role.upper()}__KEY": f"{folder}/{cert}.key",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": f"{folder}/client.crt",
+        "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": f"{folder}/client.key",
     }
 
 
