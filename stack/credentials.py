@@ -31,6 +31,7 @@ FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.k
 USER = "seamless"  # the user name in the URLs' credentials; only the secret is checked
 # Names the services have inside a Compose network, and the loopback names tunnels use.
 COMPOSE_NAMES = ("localhost", "127.0.0.1", "hashserver", "database", "scheduler")
+NEW_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650")  # openssl req
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,9 @@ def ensure(folder: Path, stack: str, names: tuple[str, ...] = (), rotate: bool =
         _make_identity(creds, stack)
     elif wanted <= creds.names():
         return creds
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650")
     signed = ("-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"), "-addext", "basicConstraints=critical,CA:FALSE")
     # Dask servers are clients of each other too (workers dial the scheduler and back).
-    _openssl("req", "-x509", *ec, *signed, "-subj", f"/CN=seamless-stack {stack} services",
+    _openssl("req", "-x509", *NEW_KEY, *signed, "-subj", f"/CN=seamless-stack {stack} services",
              "-addext", f"subjectAltName={_alt_names(wanted)}", "-addext", "extendedKeyUsage=serverAuth,clientAuth",
              "-keyout", creds.path("server.key"), "-out", creds.path("server.crt"))
     for file in ("server.crt", "server.key"):
@@ -88,11 +88,10 @@ def _make_identity(creds: Credentials, stack: str) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, mode=0o700)
     folder.chmod(0o700)
-    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650")
-    _openssl("req", "-x509", *ec, "-subj", f"/CN=seamless-stack {stack} CA",
+    _openssl("req", "-x509", *NEW_KEY, "-subj", f"/CN=seamless-stack {stack} CA",
              "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
              "-keyout", creds.path("ca.key"), "-out", creds.path("ca.crt"))
-    _openssl("req", "-x509", *ec, "-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"),
+    _openssl("req", "-x509", *NEW_KEY, "-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"),
              "-addext", "basicConstraints=critical,CA:FALSE", "-subj", f"/CN=seamless-stack {stack} client",
              "-addext", "extendedKeyUsage=clientAuth",
              "-keyout", creds.path("client.key"), "-out", creds.path("client.crt"))
