@@ -96,10 +96,15 @@ class Forwarder:
         return self
 
     def stop(self) -> None:
+        """Stop listening, and with the loop every connection through it (no waiting for
+        clients to hang up: a Dask client keeps its connection open)."""
         async def close():
             for server in self._servers:
                 server.close()
-                await server.wait_closed()
+            connections = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+            for task in connections:
+                task.cancel()
+            await asyncio.gather(*connections, return_exceptions=True)
         if self._thread.is_alive():
             asyncio.run_coroutine_threadsafe(close(), self._loop).result(timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)

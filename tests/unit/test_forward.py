@@ -6,6 +6,7 @@ import http.server
 import os
 import socket
 import threading
+import time
 
 import pytest
 
@@ -87,3 +88,28 @@ def test_the_owner_gets_through_with_the_secret_others_do_not(upstream):
         assert stranger.refused == 1
     finally:
         stranger.stop()
+
+
+def test_stop_ends_open_connections_too():
+    """A Dask client keeps its connection open: stop() must not wait for it to hang up."""
+    holder = socket.create_server(("127.0.0.1", 0))  # accepts, and never answers nor closes
+    accepted = []
+    threading.Thread(target=lambda: accepted.append(holder.accept()), daemon=True).start()
+    listen = free_port()
+    forwarder = Forwarder([Route("scheduler", listen, holder.getsockname())]).start()
+    with socket.create_connection(("127.0.0.1", listen), timeout=10) as held:
+        held.sendall(b"hello")
+        for _ in range(100):
+            if accepted:
+                break
+            time.sleep(0.05)
+        assert accepted, "the forwarder connected upstream"
+        started = time.monotonic()
+        forwarder.stop()
+        assert time.monotonic() - started < 5 and not forwarder._thread.is_alive()
+        held.settimeout(5)
+        try:
+            assert held.recv(100) == b"", "the held connection is closed"
+        except ConnectionResetError:
+            pass
+    holder.close()
