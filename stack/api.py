@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,25 +82,39 @@ def up(spec: StackSpec, progress: Progress = _quiet, *, backends: Mapping[str, t
     check_output_file(spec.env_file or StackFiles.of(spec.name).env)
     if state.exists(spec.name):
         return _converge(state.load(spec.name), spec, progress, backends, gate)
-    backend = backends[spec.method].prepare(spec, progress)
-    leftovers = backend.leftovers()
-    if leftovers:
-        raise StackError(f"stack {spec.name!r} has no state record but {', '.join(leftovers)} still run",
-                         f"remove them with `seamless-stack down --name {spec.name}`, then run `up` again")
-    for warning in spec.warnings():
-        progress(f"WARNING: {warning}")
-    state.save(backend.deployment)  # from here on, `down` finds whatever gets started
-    try:
-        backend.start(progress)
-        state.save(backend.deployment)
-        ready_in = gate(backend, spec.timeout, progress)
-        write_env_file(backend.deployment)
-    except BaseException as exc:  # also Ctrl-C: never leave a half-started stack
-        rollback(backend, exc, progress)
-        raise
+    with _credentials_kept_only_on_success(spec.name):
+        backend = backends[spec.method].prepare(spec, progress)
+        leftovers = backend.leftovers()
+        if leftovers:
+            raise StackError(f"stack {spec.name!r} has no state record but {', '.join(leftovers)} still run",
+                             f"remove them with `seamless-stack down --name {spec.name}`, then run `up` again")
+        for warning in spec.warnings():
+            progress(f"WARNING: {warning}")
+        state.save(backend.deployment)  # from here on, `down` finds whatever gets started
+        try:
+            backend.start(progress)
+            state.save(backend.deployment)
+            ready_in = gate(backend, spec.timeout, progress)
+            write_env_file(backend.deployment)
+        except BaseException as exc:  # also Ctrl-C: never leave a half-started stack
+            rollback(backend, exc, progress)
+            raise
     _report_ready(backend.deployment, f"ready in {ready_in:.1f}s ({time.monotonic() - started:.1f}s in all)", progress)
     seamless_config.refresh(backend.deployment, progress)  # connected Seamless projects: the new addresses
     return backend.deployment
+
+
+@contextlib.contextmanager
+def _credentials_kept_only_on_success(name: str) -> Iterator[None]:
+    """A first `up` that fails leaves no credentials behind; an existing stack's stay."""
+    folder = StackFiles.of(name).tls
+    fresh = not folder.exists()
+    try:
+        yield
+    except BaseException:
+        if fresh:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
 
 
 def rollback(backend: Backend, cause: BaseException, progress: Progress) -> None:

@@ -28,9 +28,13 @@ class FakeBackend(Backend):
     leftover: list[str] = []
     restarted: list[str] = []
 
+    makes_credentials = False  # as ComposeBackend/SlurmBackend.prepare do
+
     @classmethod
     def prepare(cls, spec, progress):
         cls.calls.append("prepare")
+        if cls.makes_credentials:
+            StackFiles.of(spec.name).tls.mkdir(parents=True, exist_ok=True)
         deployment = Deployment(name=spec.name, method=spec.method, workers=spec.workers, threads=spec.threads,
                                 bind=spec.bind, buffer_dir=spec.buffer_dir, database_dir=spec.database_dir,
                                 env_file=str(spec.env_file or StackFiles.of(spec.name).env), settings=spec.settings(),
@@ -115,6 +119,19 @@ def test_a_failed_start_rolls_back_and_reports_the_original_error(fake, tmp_path
         up(spec(tmp_path))
     assert fake.calls == ["prepare", "start", "down"]
     assert not state.exists("s1") and not StackFiles.of("s1").env.exists()
+
+
+def test_a_failed_first_up_leaves_no_credentials_an_existing_stacks_stay(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(FakeBackend, "makes_credentials", True)
+    fake.fail_start = True
+    with pytest.raises(StackError):
+        up(spec(tmp_path))
+    assert not StackFiles.of("s1").tls.exists(), "a first up that fails leaves nothing"
+    StackFiles.of("s1").tls.mkdir(parents=True)
+    (StackFiles.of("s1").tls / "http.secret").write_text("kept")
+    with pytest.raises(StackError):
+        up(spec(tmp_path))
+    assert (StackFiles.of("s1").tls / "http.secret").read_text() == "kept", "the credentials clients hold stay"
 
 
 def test_rollback_steps_are_guarded_and_the_original_error_wins(fake, tmp_path):
