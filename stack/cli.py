@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -295,6 +296,10 @@ def _images(args) -> int:
 
 def _tunnel(args) -> int:
     port_range = parse_port_range(args.port_range, os.environ)
+    # Ctrl-C, `kill` or a closed terminal close the tunnel cleanly (files back as without it),
+    # also when started in the background of a script, where SIGINT arrives ignored.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.default_int_handler)
     try:
         api.tunnel(args.name, args.format, on_ready=lambda text: (sys.stdout.write(text), sys.stdout.flush()),
                    progress=progress, port_range=port_range)

@@ -189,11 +189,13 @@ def client(client_venv) -> Client:
 
 
 class TunnelProcess:
-    """`seamless-stack tunnel` in the background, as a user would leave it running."""
+    """`seamless-stack tunnel` in the background, as a user would leave it running: started
+    as a script's `&` job starts it, with SIGINT ignored, which the tunnel must overrule."""
 
     def __init__(self, cli, name):
         self.process = subprocess.Popen([str(CLI), "tunnel", "--name", name, "--format", "json"], env=cli.env(),
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
         lines = []
         while not lines or not lines[-1].startswith("}"):
             line = self.process.stdout.readline()
