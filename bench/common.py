@@ -81,6 +81,13 @@ class Workspace:
         self.cli(*args, timeout=timeout)
         return time.monotonic() - start
 
+    def timed_up(self, name: str, *up_args: str) -> float:
+        """Seconds for `seamless-stack up ...` of stack `name`; the stack goes down again, also on failure."""
+        try:
+            return self.timed_cli(*up_args)
+        finally:
+            self.cli("down", "--name", name, check=False)
+
     def ssh(self, destination: str, command: str, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
         kwargs.setdefault("capture_output", True)
         done = subprocess.run(["ssh", destination, command], env=self.env, **kwargs)

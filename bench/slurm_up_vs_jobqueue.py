@@ -95,10 +95,7 @@ def _run(ws: Workspace, login: str, partition: str, rounds: int, workers: int, w
     plain_script = PLAIN.format(partition=partition, job_name=f"{name}-plain", workers=workers)
 
     def ours_round() -> float:
-        try:
-            return ws.timed_cli(*up)
-        finally:
-            ws.cli("down", "--name", name, check=False)
+        return ws.timed_up(name, *up)
 
     def plain_round() -> float:
         out = ws.ssh(login, f"{python} -", input=plain_script, text=True, timeout=900).stdout

@@ -86,10 +86,7 @@ def run_bench(ws: Workspace, args) -> None:
     plain_up = [*compose, "up", "-d", "--wait", "--pull", "never", "--scale", f"worker={args.workers}"]
 
     def ours_round() -> float:
-        try:
-            return ws.timed_cli(*ours_up)
-        finally:
-            ws.cli("down", "--name", ours_name, check=False)
+        return ws.timed_up(ours_name, *ours_up)
 
     def plain_round() -> float:
         start = time.monotonic()
