@@ -124,6 +124,20 @@ def seamless_run(venv: Path, env_file: Path, command: str, timeout: float = 600)
     return time.monotonic() - start
 
 
+def alternate(rounds: int, ours, plain, label: str) -> tuple[list[float], list[float]]:
+    """Samples of two timed callables, in rounds whose order alternates (this machine is noisy)."""
+    first, second = [], []
+    for round_ in range(rounds):
+        if round_ % 2 == 0:
+            first.append(ours())
+            second.append(plain())
+        else:
+            second.append(plain())
+            first.append(ours())
+        log(f"round {round_ + 1}/{rounds}: ours {first[-1]:.2f}s, {label} {second[-1]:.2f}s")
+    return first, second
+
+
 def report(title: str, rows: list[tuple[str, list[float]]], ratio: str, unit: str = "s") -> float:
     """Print the medians of (label, samples) rows and `ratio WHAT first/second`."""
     print(title)

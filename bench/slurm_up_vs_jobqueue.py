@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.common import ROOT, Workspace, log, report, short_id
+from bench.common import ROOT, Workspace, alternate, log, report, short_id
 
 PLAIN = """
 import sys, time
@@ -101,18 +101,10 @@ def _run(ws: Workspace, login: str, partition: str, rounds: int, workers: int, w
         out = ws.ssh(login, f"{python} -", input=plain_script, text=True, timeout=900).stdout
         return float(out.strip().splitlines()[-1])
 
-    ours, plain = [], []
     try:
         for i in range(warmup):
             log(f"warm-up {i + 1}/{warmup}: ours {ours_round():.1f}s, plain dask-jobqueue {plain_round():.1f}s")
-        for round_ in range(rounds):
-            if round_ % 2 == 0:
-                ours.append(ours_round())
-                plain.append(plain_round())
-            else:
-                plain.append(plain_round())
-                ours.append(ours_round())
-            log(f"round {round_ + 1}/{rounds}: ours {ours[-1]:.1f}s, plain dask-jobqueue {plain[-1]:.1f}s")
+        ours, plain = alternate(rounds, ours_round, plain_round, "plain dask-jobqueue")
     finally:
         ws.cli("down", "--name", name, check=False)
         ws.ssh(login, f"scancel --name {name}-plain; rm -rf {name}", check=False)

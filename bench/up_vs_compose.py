@@ -24,7 +24,7 @@ import time
 
 from seamless_stack.resources import compose_file
 
-from bench.common import Workspace, image_tags, log, report, short_id
+from bench.common import Workspace, alternate, image_tags, log, report, short_id
 
 
 def compose_env(ws: Workspace, name: str, up_args: list[str]) -> dict[str, str]:
@@ -98,15 +98,7 @@ def run_bench(ws: Workspace, args) -> None:
         finally:
             subprocess.run([*compose, "down", "-t", "10"], env=ws.env, capture_output=True)
 
-    ours, plain = [], []
-    for round_ in range(args.rounds):
-        if round_ % 2 == 0:  # alternate who goes first
-            ours.append(ours_round())
-            plain.append(plain_round())
-        else:
-            plain.append(plain_round())
-            ours.append(ours_round())
-        log(f"round {round_ + 1}/{args.rounds}: ours {ours[-1]:.2f}s, plain compose {plain[-1]:.2f}s")
+    ours, plain = alternate(args.rounds, ours_round, plain_round, "plain compose")
 
     report(f"\nwarm up, {args.workers} worker(s) x {args.threads} thread(s), median of {args.rounds} round(s):",
            [("seamless-stack up local   (until every worker is Seamless-ready)", ours),
