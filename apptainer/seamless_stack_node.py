@@ -9,6 +9,8 @@
 The relay is how dask-jobqueue, running inside the scheduler container, submits worker jobs:
 the site's own sbatch/scancel run here, on the host, where they work. It only submits jobs
 named `NAME-worker` and cancels only jobs it submitted itself; on exit it cancels them all.
+Every submission's outcome goes into submissions.json in its working directory (the stack's
+workers folder): `seamless-stack status` shows refusals from there.
 """
 
 import json
@@ -20,6 +22,8 @@ import socket
 import socketserver
 import subprocess
 import sys
+import threading
+import time
 
 
 def free_ports(count: int, start: int, end: int) -> list[int]:
@@ -57,7 +61,24 @@ class Relay(socketserver.ThreadingUnixStreamServer):
     def __init__(self, path: str, name: str):
         self.job_name = f"{name}-worker"
         self.submitted: set[str] = set()
+        self.lock = threading.Lock()
+        self.record = {"submitted": 0, "refused": 0, "refused_in_a_row": 0, "last_error": "", "last_error_at": 0}
         super().__init__(path, RelayHandler)
+
+    def note_submission(self, ok: bool, stderr: str) -> None:
+        with self.lock:
+            self._note(ok, stderr)
+
+    def _note(self, ok: bool, stderr: str) -> None:
+        record = self.record
+        record["submitted" if ok else "refused"] += 1
+        record["refused_in_a_row"] = 0 if ok else record["refused_in_a_row"] + 1
+        if not ok:
+            record["last_error"] = " ".join(stderr.split())[-500:]
+            record["last_error_at"] = int(time.time())
+        with open("submissions.json.tmp", "w") as f:
+            json.dump(record, f)
+        os.replace("submissions.json.tmp", "submissions.json")
 
 
 class RelayHandler(socketserver.StreamRequestHandler):
@@ -71,6 +92,7 @@ class RelayHandler(socketserver.StreamRequestHandler):
             job = re.search(r"(\d+)", result.stdout)
             if result.returncode == 0 and job:
                 server.submitted.add(job.group(1))
+            server.note_submission(result.returncode == 0 and job is not None, result.stderr or result.stdout)
         elif request.get("command") == "scancel" and str(request.get("job_id")) in server.submitted:
             result = subprocess.run(["scancel", str(request["job_id"])], capture_output=True, text=True)
             server.submitted.discard(str(request["job_id"]))

@@ -302,6 +302,7 @@ class StackStatus:
     deployment: Deployment
     services: list[ServiceStatus]
     workers_ready: str
+    scaling: str  # how workers come and go
     problems: list[str]  # empty when the stack is healthy
 
     @property
@@ -336,7 +337,9 @@ def status(name: str) -> StackStatus:
     problems += [f"{service}: {detail}" for service, (ok, detail) in answers.items() if not ok and service != "worker"]
     if not answers["worker"][0]:
         problems.append(f"workers: {answers['worker'][1]}")
-    return StackStatus(deployment, rows, answers["worker"][1], list(dict.fromkeys(problems)))
+    scaling, refused = backend.scaling()
+    problems += [refused] if refused else []
+    return StackStatus(deployment, rows, answers["worker"][1], scaling, list(dict.fromkeys(problems)))
 
 
 def _indent(text: str) -> str:

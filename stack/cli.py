@@ -248,7 +248,7 @@ def _status(args) -> int:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
-    print(f"workers: {report.workers_ready}")
+    print(f"workers: {report.workers_ready}; {report.scaling}")
     print(f"buffers: {d.buffer_dir}\ndatabase: {d.database_dir}\nenvironment: {d.env_file}")
     for line in seamless_config.status_lines(d, report.healthy):
         print(line)

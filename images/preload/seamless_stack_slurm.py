@@ -7,6 +7,13 @@ program on the host side of the services job, listening on a Unix socket that is
 into this container. This module's RelayedSLURMJob is dask-jobqueue's SLURMJob with only
 the two calls to Slurm swapped for the relay.
 
+`python3 seamless_stack_slurm.py --job-script < options.json` prints the worker job script
+these options make (dask-jobqueue's own job_script()), for `sbatch --test-only` at `up`.
+
+A refused submission is not retried in a tight loop: the job is dropped after a back-off
+(10 s, doubling to 5 min) so that adapt asks again; the relay records every refusal for
+`seamless-stack status`.
+
 Environment:
   SEAMLESS_STACK_RELAY       the relay's socket
   SEAMLESS_STACK_JOBQUEUE    a JSON file: SLURMCluster keyword arguments plus
@@ -23,6 +30,8 @@ import json
 import os
 import signal
 import socket
+import sys
+import time
 
 from dask_jobqueue import SLURMCluster
 from dask_jobqueue.slurm import SLURMJob
@@ -49,16 +58,43 @@ def relay(request: dict) -> dict:
 
 
 class RelayedSLURMJob(SLURMJob):
+    failures = 0  # refusals in a row, for the back-off
+    refused: dict = {}  # job name -> when it may be dropped (and asked for again)
+
     async def _submit_job(self, script_filename):
         with open(script_filename) as f:
             script = f.read()
-        answer = await asyncio.get_running_loop().run_in_executor(None, relay, {"command": "sbatch", "script": script})
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(None, relay, {"command": "sbatch", "script": script})
+        except RuntimeError:
+            RelayedSLURMJob.failures += 1
+            RelayedSLURMJob.refused[self.name] = time.monotonic() + min(300, 10 * 2 ** (RelayedSLURMJob.failures - 1))
+            raise
+        RelayedSLURMJob.failures = 0
         return answer["stdout"]
 
     @classmethod
     async def _close_job(cls, job_id, cancel_command):
         if job_id:
             await asyncio.get_running_loop().run_in_executor(None, relay, {"command": "scancel", "job_id": job_id})
+
+
+async def drop_refused(cluster):
+    """A job sbatch refused stays in the cluster's plan forever (adapt would never ask again):
+    after its back-off, forget it, so the next adapt round submits a new one."""
+    while True:
+        await asyncio.sleep(2)
+        for name, due in list(RelayedSLURMJob.refused.items()):
+            if time.monotonic() >= due:
+                del RelayedSLURMJob.refused[name]
+                cluster.worker_spec.pop(name, None)
+                cluster.workers.pop(name, None)
+
+
+def job_script(options: dict) -> str:
+    """The worker job script dask-jobqueue submits for these options (scheduler address aside)."""
+    options.pop("adapt", None)
+    return SLURMJob(scheduler="tls://services-node:0", name="check", **options).job_script()
 
 
 async def main():
@@ -80,12 +116,17 @@ async def main():
         **options,
     )
     cluster.adapt(**adapt)
+    dropping = asyncio.create_task(drop_refused(cluster))
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     await stop.wait()
+    dropping.cancel()
     await cluster.close()  # cancels every worker job
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    if sys.argv[1:] == ["--job-script"]:
+        print(job_script(json.load(sys.stdin)))
+    else:
+        asyncio.run(main())

@@ -72,6 +72,10 @@ class Backend(ABC):
     def find_failure(self) -> tuple[str, str] | None:
         """(service, reason) when a service died; the health gate then fails at once."""
 
+    def scaling(self) -> tuple[str, str | None]:
+        """How workers come and go (a line for `status`), and what keeps them from coming (or None)."""
+        return f"{self.deployment.workers} worker(s), fixed", None
+
     @abstractmethod
     def storage_problems(self) -> dict[str, str]:
         """service -> what is wrong with its storage directory now."""

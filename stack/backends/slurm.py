@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import replace
 
 from .. import credentials, docker_tools, images
 from ..errors import StackError
@@ -17,7 +18,8 @@ from ..layout import ROLES, StackFiles
 from ..plan import Deployment, Placement, slurm_plan
 from ..shell import Shell, quote, shell_for
 from ..slurm import APPTAINER_DIR, cluster, commands, sif
-from ..slurm.jobscript import services_job_script, tls_dir
+from ..slurm.fit import fit
+from ..slurm.jobscript import services_job_script, tls_dir, worker_job_options
 from ..spec import StackSpec
 from ..ssh import Destination
 from ..storage import absolute, prepare_dirs, storage_problems
@@ -51,6 +53,9 @@ class SlurmBackend(Backend):
         options = spec.slurm
         for partition in (options.partition, options.worker_queue):
             cluster.check_partition(facts, shell, partition)
+        asked, (spec, notes) = spec, fit(spec, facts)  # job sizes the nodes can hold
+        for note in notes:
+            progress(note)
         sif_dir = absolute(options.sif_dir, facts.home)
         if shutil.which("docker") is None:  # e.g. on the login node itself: use the SIFs there
             sifs = sif.current_sifs(shell, sif_dir)
@@ -70,7 +75,12 @@ class SlurmBackend(Backend):
         shell.run(f"mkdir -p {quote(stack_dir)} && chmod 700 {quote(stack_dir)}", what="making the stack folder")
         credentials.install(shell, creds.folder, tls_dir(stack_dir))
         deployment = slurm_plan(spec, tuple(dirs.values()), stack_dir, sifs, str(shell), str(creds.folder))
-        backend = cls(deployment, services_job_script(spec, deployment, job_names(deployment.project)[0]))
+        deployment = replace(deployment, settings=asked.settings())  # what the user asked: a second `up` compares it
+        names = job_names(deployment.project)
+        if deployment.slurm.mode == "adaptive":
+            estimate = cluster.check_worker_jobs(shell, sifs["scheduler"], worker_job_options(spec, deployment), names[1], facts)
+            progress(f"worker jobs: {spec.threads} CPUs, {spec.slurm.worker_memory} each; sbatch --test-only: {estimate}")
+        backend = cls(deployment, services_job_script(spec, deployment, names[0]))
         backend.timeout = spec.timeout
         return backend
 
@@ -145,6 +155,21 @@ class SlurmBackend(Backend):
         if not any(job.state == "RUNNING" for job in rows):
             return "services", f"services job {self.deployment.slurm.job_id} is {rows[0].state.lower() if rows else 'gone'}"
         return None
+
+    def scaling(self) -> tuple[str, str | None]:
+        """Adaptive bounds and the relay's record of worker job submissions."""
+        record = self.deployment.slurm
+        if record.mode == "local":
+            return f"{self.deployment.workers} worker(s) inside the services job", None
+        bounds = f"adaptive worker jobs ({self.deployment.settings.get('slurm.min_jobs')}-{self.deployment.settings.get('slurm.max_jobs')})"
+        report = commands.parse_submissions(self.shell.run(commands.read_submissions_command(record.stack_dir)))
+        if not report:
+            return f"{bounds}: none submitted yet", None
+        line = f"{bounds}: {report['submitted']} submitted, {report['refused']} refused by sbatch"
+        if not report["refused_in_a_row"]:
+            return line, None
+        problem = f"sbatch refused the last {report['refused_in_a_row']} worker job(s): {report['last_error']}"
+        return line + f" (last: {report['last_error']})", problem
 
     def storage_problems(self) -> dict[str, str]:
         d = self.deployment

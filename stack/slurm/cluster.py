@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Iterable
 
 from ..errors import StackError
-from ..shell import CommandFailed, Shell
+from ..shell import CommandFailed, Shell, quote
 from . import commands
 from .commands import ClusterFacts, Job
+from .jobscript import CONTAINED
 
 
 def probe(shell: Shell) -> ClusterFacts:
@@ -28,6 +30,16 @@ def submit(shell: Shell, script: str) -> str:
         raise StackError(f"sbatch refused the services job ({exc.stderr.strip()})",
                          "check --partition, --account, --time and the other job options") from None
     return commands.parse_job_id(out)
+
+
+def check_worker_jobs(shell: Shell, scheduler_sif: str, options: dict, job_name: str, facts: ClusterFacts) -> str:
+    """Render the worker job script with the scheduler image's own dask-jobqueue and ask
+    `sbatch --test-only` about it: a job Slurm would refuse is refused now, in one line,
+    not later inside the scheduler where a client just waits. Returns sbatch's estimate."""
+    script = shell.run(f"apptainer exec {CONTAINED} {quote(scheduler_sif)} python3 {commands.SLURM_MAIN} --job-script",
+                       input=json.dumps(options).encode(), what="rendering the worker job script")
+    answer = shell.run(commands.test_only_command(job_name), input=script.encode(), what="sbatch --test-only")
+    return commands.parse_test_only(answer, options, facts)
 
 
 def jobs(shell: Shell, names: Iterable[str]) -> list[Job]:

@@ -17,10 +17,25 @@ TOOLS = ("sbatch", "squeue", "scancel", "sinfo", "apptainer", "python3")
 
 
 @dataclass(frozen=True)
+class Partition:
+    """What every node of a partition has at least: a job asking for more cannot run there."""
+
+    name: str
+    cpus: int
+    memory_mb: int
+    default: bool = False
+
+
+@dataclass(frozen=True)
 class ClusterFacts:
     home: str
     partitions: list[str]
     nodes: tuple[str, ...] = ()  # every node's names and IPv4 addresses: the services' certificate names them
+    resources: tuple[Partition, ...] = ()
+
+    def partition(self, name: str | None) -> Partition | None:
+        """The named partition, or the cluster's default one for None."""
+        return next((p for p in self.resources if (p.name == name if name else p.default)), None)
 
 
 @dataclass(frozen=True)
@@ -45,7 +60,9 @@ def probe_script() -> str:
     script = " ".join(f"command -v {tool} >/dev/null 2>&1 || echo MISSING {tool};" for tool in TOOLS)
     nodes = (f'names=$({NODE_NAMES}); echo "NODES $(echo $names)"; '
              'echo "ADDRESSES $(for n in $names; do getent ahostsv4 "$n"; done | cut -d" " -f1 | sort -u | tr "\\n" " ")"')
-    return script + ' echo "HOME $HOME"; echo "PARTITIONS $(sinfo -h -o %R 2>/dev/null | tr "\\n" " ")"; ' + nodes
+    # %P marks the default partition with '*'; %c and %m are the smallest node's CPUs and MB ('2+' when they vary).
+    partitions = 'sinfo -h -o "PARTITION %P %c %m" 2>/dev/null; '
+    return script + ' echo "HOME $HOME"; ' + partitions + nodes
 
 
 def parse_probe(out: str, where: str) -> ClusterFacts:
@@ -58,7 +75,21 @@ def parse_probe(out: str, where: str) -> ClusterFacts:
     if "HOME" not in values:
         raise StackError(f"unexpected answer from {where}: {out.strip()[:120]!r}", "check the login shell there prints nothing extra")
     nodes = tuple(dict.fromkeys(values.get("NODES", "").split() + values.get("ADDRESSES", "").split()))
-    return ClusterFacts(home=values["HOME"].strip(), partitions=values.get("PARTITIONS", "").split(), nodes=nodes)
+    resources: dict[str, Partition] = {}
+    for line in out.splitlines():
+        if line.startswith("PARTITION "):
+            p = parse_partition(line)
+            seen = resources.get(p.name, p)  # one line per node state: keep the smallest
+            resources[p.name] = Partition(p.name, min(p.cpus, seen.cpus), min(p.memory_mb, seen.memory_mb), p.default)
+    resources = tuple(resources.values())
+    return ClusterFacts(home=values["HOME"].strip(), partitions=[p.name for p in resources], nodes=nodes, resources=resources)
+
+
+def parse_partition(line: str) -> Partition:
+    """`PARTITION main* 2 2000`: name (* = the default), CPUs and MB of its smallest node."""
+    _, name, cpus, memory = (line.split() + ["0", "0"])[:4]
+    number = lambda text: int("".join(c for c in text if c.isdigit()) or 0)  # noqa: E731  '2+' -> 2
+    return Partition(name.rstrip("*"), number(cpus), number(memory), name.endswith("*"))
 
 
 SBATCH = "sbatch --parsable"
@@ -70,6 +101,32 @@ def parse_job_id(out: str) -> str:
     if not job_id.isdigit():
         raise StackError(f"sbatch answered {out.strip()[:120]!r}, not a job ID", "check the Slurm installation on the login node")
     return job_id
+
+
+SLURM_MAIN = "/opt/seamless-stack/seamless_stack_slurm.py"  # in the scheduler image
+
+
+def test_only_command(job_name: str) -> str:
+    """Slurm's dry run of a submission, under the name the relay gives worker jobs (it answers on stderr)."""
+    return f'sbatch --test-only --job-name {quote(job_name)} 2>&1; echo "EXIT $?"'
+
+
+def parse_test_only(out: str, options: dict, facts: ClusterFacts) -> str:
+    """sbatch's estimate (`sbatch: Job 5 to start at ... on nodes c2 ...`), or the refusal as a StackError:
+    `sbatch: error: CPU count per node can not be satisfied` -> what the worker jobs ask, and where."""
+    lines = out.strip().splitlines()
+    if lines and lines[-1] == "EXIT 0":
+        return " ".join(lines[:-1]).replace("sbatch: ", "")
+    errors = [line.split("error:", 1)[1].strip() for line in lines if "error:" in line]
+    reason = "; ".join(errors) or " ".join(lines[:-1])[-300:] or "no reason given"
+    queue = options.get("queue")
+    partition = facts.partition(queue)
+    where = f"partition {partition.name if partition else queue or 'default'}"
+    have = f" (nodes there have {partition.cpus} CPUs, {partition.memory_mb} MB)" if partition else ""
+    raise StackError(
+        f"Slurm would refuse the worker jobs ({options.get('cores')} CPUs, {options.get('memory')}, "
+        f"{options.get('walltime')}) in {where}{have}: {reason}",
+        "use smaller --threads/--worker-memory/--worker-walltime, or --worker-queue/--account/--job-extra that fit")
 
 
 SQUEUE_FORMAT = "%i|%j|%T|%N|%R"
@@ -116,6 +173,18 @@ def parse_services(out: str) -> dict | None:
     except (ValueError, AttributeError) as exc:
         raise StackError(f"the services job wrote an unreadable report ({exc})", "`seamless-stack logs` shows what it did") from None
     return report
+
+
+def read_submissions_command(stack_dir: str) -> str:
+    return f"cat {quote(stack_dir + '/workers/submissions.json')} 2>/dev/null; true"
+
+
+def parse_submissions(out: str) -> dict | None:
+    """The relay's record: submitted, refused, refused_in_a_row, last_error (None before the first)."""
+    try:
+        return json.loads(out) if out.strip() else None
+    except ValueError:
+        return None  # being replaced right now: the next status reads it
 
 
 def describe(job: Job) -> str:

@@ -48,12 +48,11 @@ def job_header(directives: dict[str, str | None], extra: Iterable[str] = ()) -> 
     return "\n".join(lines) + "\n"
 
 
-def services_job_script(spec, deployment, job_name: str) -> str:
-    """#SBATCH lines + variables + apptainer/services-job.sh, for a planned Slurm deployment."""
+def worker_job_options(spec, deployment) -> dict:
+    """dask-jobqueue's SLURMCluster options for the worker jobs (+ the adaptive bounds)."""
     options, record = spec.slurm, deployment.slurm
-    sifs, stack_dir = record.sifs, record.stack_dir
     lifetime, stagger = lifetimes(options.worker_walltime)
-    jobqueue = {
+    return {
         "cores": spec.threads,  # threads per worker = Seamless workers per worker
         "processes": 1,
         "memory": options.worker_memory,
@@ -64,13 +63,20 @@ def services_job_script(spec, deployment, job_name: str) -> str:
         "job_script_prologue": [f"export TMPDIR={options.worker_tmpdir}"],
         # No home directory in the container (a transformation cannot read ~/.ssh); the
         # credentials read-only; the CA in the bundle that verifies the services' HTTPS.
-        "python": f"apptainer exec {CONTAINED} --bind {tls_dir(stack_dir)}:/tls:ro --env SSL_CERT_FILE=/tls/bundle.pem "
-                  f"--env TMPDIR=$TMPDIR {sifs['worker']} python3",
+        "python": f"apptainer exec {CONTAINED} --bind {tls_dir(record.stack_dir)}:/tls:ro --env SSL_CERT_FILE=/tls/bundle.pem "
+                  f"--env TMPDIR=$TMPDIR {record.sifs['worker']} python3",
         "local_directory": "$TMPDIR",
         "worker_extra_args": ["--lifetime", lifetime, "--lifetime-stagger", stagger],
-        "log_directory": f"{stack_dir}/workers",
+        "log_directory": f"{record.stack_dir}/workers",
         "adapt": {"minimum_jobs": options.min_jobs, "maximum_jobs": options.max_jobs},
     }
+
+
+def services_job_script(spec, deployment, job_name: str) -> str:
+    """#SBATCH lines + variables + apptainer/services-job.sh, for a planned Slurm deployment."""
+    options, record = spec.slurm, deployment.slurm
+    sifs, stack_dir = record.sifs, record.stack_dir
+    jobqueue = worker_job_options(spec, deployment)
     header = job_header({
         "job-name": job_name,
         "time": options.time,

@@ -32,13 +32,16 @@ def test_sbatch_noise_is_an_error():
 
 
 def test_probe_reports_home_partitions_and_missing_tools():
-    facts = commands.parse_probe("HOME /home/u\nPARTITIONS main debug \n", "login")
+    facts = commands.parse_probe("HOME /home/u\nPARTITION main* 2 2000\nPARTITION debug 4+ 8000\nPARTITION main* 2 1500\n", "login")
     assert facts.home == "/home/u" and facts.partitions == ["main", "debug"] and facts.nodes == ()
+    assert facts.partition(None) == commands.Partition("main", 2, 1500, default=True), "the default, smallest node"
+    assert facts.partition("debug") == commands.Partition("debug", 4, 8000)
+    assert facts.partition("gpu") is None
     # captured on the test cluster: sinfo's node names, then their addresses from getent
-    facts = commands.parse_probe("HOME /home/u\nPARTITIONS main \nNODES c1 c2\nADDRESSES 192.168.32.2 192.168.32.3 \n", "login")
+    facts = commands.parse_probe("HOME /home/u\nPARTITION main* 2 2000\nNODES c1 c2\nADDRESSES 192.168.32.2 192.168.32.3 \n", "login")
     assert facts.nodes == ("c1", "c2", "192.168.32.2", "192.168.32.3"), "the services' certificate names them all"
     with pytest.raises(StackError, match="apptainer not found on login: install Apptainer"):
-        commands.parse_probe("MISSING apptainer\nHOME /home/u\nPARTITIONS main\n", "login")
+        commands.parse_probe("MISSING apptainer\nHOME /home/u\nPARTITION main 2 2000\n", "login")
     with pytest.raises(StackError, match="unexpected answer"):
         commands.parse_probe("Welcome to the cluster!\n", "login")
 
@@ -49,3 +52,41 @@ def test_services_report():
     assert commands.parse_services("  \n") is None
     with pytest.raises(StackError, match="unreadable report"):
         commands.parse_services('{"job_id": "7"}')
+
+
+def test_default_job_sizes_shrink_to_the_nodes_explicit_ones_are_refused():
+    from dataclasses import replace
+
+    from seamless_stack.slurm.fit import fit
+    from seamless_stack.spec import SlurmOptions, StackSpec
+
+    facts = commands.ClusterFacts("/home/u", ["main"], resources=(commands.Partition("main", 2, 2000, default=True),))
+    spec, notes = fit(StackSpec(method="slurm", slurm=SlurmOptions()), facts)
+    assert (spec.threads, spec.slurm.cpus, spec.slurm.memory, spec.slurm.worker_memory) == (2, 2, "2000M", "1024MiB")
+    assert any(note.startswith("worker jobs ask for 3 CPUs by default; nodes in partition main have 2 CPUs") for note in notes)
+    roomy = commands.ClusterFacts("/home/u", ["big"], resources=(commands.Partition("big", 64, 256000, default=True),))
+    assert fit(StackSpec(method="slurm", slurm=SlurmOptions()), roomy) == (StackSpec(method="slurm", slurm=SlurmOptions()), [])
+    with pytest.raises(StackError, match="worker jobs ask for 4 CPUs; nodes in partition main have 2 CPUs") as refused:
+        fit(StackSpec(method="slurm", threads=4, slurm=SlurmOptions()), facts)
+    assert "use --threads 2 or --worker-queue" in refused.value.fix
+    with pytest.raises(StackError, match="services job asks for 8 CPUs"):
+        fit(StackSpec(method="slurm", slurm=replace(SlurmOptions(), cpus=8)), facts)
+    single_node = StackSpec(method="slurm", threads=4, slurm=replace(SlurmOptions(), local_workers=1, cpus=2, memory="1G"))
+    assert fit(single_node, facts)[0].threads == 4, "workers inside the services job: no worker jobs to size"
+
+
+def test_sbatch_test_only_answers():
+    options = {"cores": 3, "memory": "4GB", "walltime": "01:00:00", "queue": None}
+    facts = commands.ClusterFacts("/home/u", ["main"], resources=(commands.Partition("main", 2, 2000, default=True),))
+    ok = "sbatch: Job 12 to start at 2026-11-26T06:00:00 using 2 processors on nodes c2 in partition main\nEXIT 0\n"
+    assert commands.parse_test_only(ok, options, facts).startswith("Job 12 to start at")
+    refused = ("sbatch: error: CPU count per node can not be satisfied\n"
+               "sbatch: error: Batch job submission failed: Requested node configuration is not available\nEXIT 1\n")
+    with pytest.raises(StackError, match=r"Slurm would refuse the worker jobs \(3 CPUs, 4GB, 01:00:00\) in partition main "
+                                         r"\(nodes there have 2 CPUs, 2000 MB\): CPU count per node can not be satisfied"):
+        commands.parse_test_only(refused, options, facts)
+
+
+def test_submission_record():
+    assert commands.parse_submissions("") is None and commands.parse_submissions("{trunc") is None
+    assert commands.parse_submissions('{"submitted": 1, "refused": 2, "refused_in_a_row": 2, "last_error": "x"}')["refused"] == 2
