@@ -23,9 +23,7 @@ from .docker_tools import check_engine, docker_client
 from .errors import StackError
 from .layout import ROLES
 from .shell import shell_for
-from .slurm import sif
 from .spec import SlurmOptions, StackSpec, build_spec, option_default, parse_port_range
-from .ssh import Destination
 from .storage import absolute
 
 DEFAULT_NAME = option_default(StackSpec, "name")
@@ -102,6 +100,13 @@ def _add_slurm_options(slurm: argparse.ArgumentParser) -> None:
     workers.add_argument("--local-workers", type=int, default=d("local_workers"),
                          help="single-node variant: N workers inside the services job, no worker jobs")
     slurm.add_argument("--sif-dir", default=d("sif_dir"), help="where the SIFs live on the cluster (default %(default)s)")
+    _add_registry(slurm)
+
+
+def _add_registry(parser) -> None:
+    parser.add_argument("--registry", default=os.environ.get("SEAMLESS_STACK_REGISTRY") or None,
+                        help="REGISTRY[/PREFIX] holding our images (`images push`): SIFs are pulled from it by digest, "
+                             "no Docker needed (default: $SEAMLESS_STACK_REGISTRY)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -181,6 +186,10 @@ def _parser() -> argparse.ArgumentParser:
                             help="folder for the SIFs (default %(default)s; with --login: there)")
     sif_parser.add_argument("--login", help="USER@HOST[:PORT]: build the SIFs on that machine (a Slurm login node) over SSH")
     sif_parser.add_argument("--worker-requirements", help="pip requirements file: also the SIF of a derived worker image")
+    _add_registry(sif_parser)
+    push = image_commands.add_parser("push", help="push the images to a registry, for `up slurm --registry` where there is no Docker")
+    push.add_argument("target", metavar="REGISTRY[/PREFIX]", help="e.g. registry.example.org/mygroup (log in with `docker login` first)")
+    push.add_argument("--worker-requirements", help="pip requirements file: also push the derived worker image")
     return parser
 
 
@@ -193,6 +202,7 @@ def _up(args) -> int:
             min_jobs=args.min_jobs, max_jobs=args.max_jobs, worker_memory=args.worker_memory,
             worker_walltime=args.worker_walltime, worker_queue=args.worker_queue, job_extra=tuple(args.job_extra),
             worker_tmpdir=args.worker_tmpdir, local_workers=args.local_workers, sif_dir=args.sif_dir,
+            registry=args.registry,
         )
     elif args.method == "remote":
         remote = args.host
@@ -262,6 +272,8 @@ def _status(args) -> int:
 def _images(args) -> int:
     from . import airgap
 
+    if args.images_command == "sif":  # the same routes as `up slurm`: a registry needs no Docker here
+        return _sif(args)
     docker = docker_client()
     check_engine(docker)
     if args.images_command == "base":
@@ -270,13 +282,14 @@ def _images(args) -> int:
         else:
             airgap.make_base(docker, progress)
         print(airgap.BASE_TAG)
-    elif args.images_command == "sif":
+    elif args.images_command == "push":
+        from . import registry
+
+        registry.parse_target(args.target)
         requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
         tags = images.build_images(docker, worker_requirements=requirements, progress=progress)
-        shell = shell_for(Destination.parse(args.login) if args.login else None)
-        home = shell.run('echo "$HOME"').strip()
-        for role, path in sif.build_sifs(shell, tags, absolute(args.out, home), progress).items():
-            print(f"{role}\t{path}")
+        for role, reference in images.push_images(docker, tags, args.target, requirements, progress).items():
+            print(f"{role}\t{reference}")
     elif args.images_command == "build":
         requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
         tags = images.build_images(docker, base_image=args.base_image, worker_requirements=requirements,
@@ -291,6 +304,18 @@ def _images(args) -> int:
         for role, tag in tags.items():
             size = f"{docker.image.inspect(tag).size / 1e6:.0f} MB" if docker.image.exists(tag) else "not built"
             print(f"{role}\t{tag}\t{size}")
+    return 0
+
+
+def _sif(args) -> int:
+    from .backends.slurm import SlurmBackend
+
+    spec = build_spec(method="slurm", remote=args.login, worker_requirements=args.worker_requirements,
+                      slurm=SlurmOptions(sif_dir=args.out, registry=args.registry))
+    shell = shell_for(spec.remote)
+    home = shell.run('echo "$HOME"').strip()
+    for role, path in SlurmBackend.sifs(spec, shell, absolute(args.out, home), progress).items():
+        print(f"{role}\t{path}")
     return 0
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 
 from python_on_whales import DockerClient, DockerException
 
-from . import airgap, docker_tools
+from . import airgap, docker_tools, registry
 from .errors import StackError
 from .layout import ROLES
 from .resources import images_dir
@@ -37,14 +37,31 @@ def _digest(parts: list[bytes]) -> str:
     return h.hexdigest()[:12]
 
 
-def definition_digest(base_id: str) -> str:
-    """Digest of the base image's ID and every file of the image definition."""
+# Labels every image (and so every SIF made from it) carries: a stale SIF is told by them.
+LABEL_ROLE = "org.seamless-stack.role"
+LABEL_DEFINITION = "org.seamless-stack.definition"
+
+
+def _definition_parts() -> list[bytes]:
     folder = images_dir()
     files = sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    parts = [base_id.encode()]
-    for path in files:
-        parts += [str(path.relative_to(folder)).encode(), path.read_bytes()]
-    return _digest(parts)
+    return [part for path in files for part in (str(path.relative_to(folder)).encode(), path.read_bytes())]
+
+
+def definition_digest(base_id: str) -> str:
+    """Digest of the base image's ID and every file of the image definition: the content tag."""
+    return _digest([base_id.encode(), *_definition_parts()])
+
+
+def definition_tag(worker_requirements: Path | None = None) -> str:
+    """The image definition this seamless-stack carries (base aside), plus the worker's own
+    requirements for a derived worker: what a machine without Docker can name in a registry."""
+    parts = _definition_parts() + ([b"worker-custom", worker_requirements.read_bytes()] if worker_requirements else [])
+    return "def-" + _digest(parts)
+
+
+def labels(role: str, worker_requirements: Path | None = None) -> dict[str, str]:
+    return {LABEL_ROLE: role, LABEL_DEFINITION: definition_tag(worker_requirements)}
 
 
 def image_tags(docker: DockerClient, base_image: str) -> dict[str, str]:
@@ -177,6 +194,7 @@ def build_images(
             _buildx(
                 docker, progress, role, secrets,
                 context_path=images_dir(), target=role, tags=[standard[role]], build_args={"BASE_IMAGE": base},
+                labels=labels(role),
             )
         if custom_missing:
             progress(f"building image {tags['worker']} (worker + {worker_requirements})")
@@ -187,5 +205,29 @@ def build_images(
                 docker, progress, "worker-custom", secrets,
                 context_path=context, file=images_dir() / "worker-custom.Dockerfile",
                 tags=[tags["worker"]], build_args={"WORKER_IMAGE": standard["worker"]},
+                labels=labels("worker", worker_requirements),
             )
     return tags
+
+
+def push_images(docker: DockerClient, tags: dict[str, str], target: str, worker_requirements: Path | None,
+                progress: Progress) -> dict[str, str]:
+    """Push each image under its content tag and its definition tag; role -> REGISTRY/...@sha256:..."""
+    pushed = {}
+    for role, tag in tags.items():
+        name, _, content = tag.partition(":")
+        repo = registry.repository(target, name)
+        lookup = definition_tag(worker_requirements if "worker-custom" in name else None)
+        progress(f"pushing {tag} as {repo}:{content} and :{lookup}")
+        for remote in (f"{repo}:{content}", f"{repo}:{lookup}"):
+            docker.image.tag(tag, remote)
+            try:
+                docker.image.push(remote, quiet=True)
+            except DockerException as exc:
+                raise StackError(f"pushing {remote} failed ({str(exc).strip().splitlines()[-1][:300]})",
+                                 f"check the registry and your login there (`docker login {target.split('/')[0]}`)") from None
+        digests = [d for d in docker.image.inspect(tag).repo_digests if d.startswith(repo + "@")]
+        for remote in (f"{repo}:{content}", f"{repo}:{lookup}"):
+            docker.image.remove(remote)  # the tags only: the image stays
+        pushed[role] = digests[0] if digests else f"{repo}:{content}"
+    return pushed

@@ -48,7 +48,8 @@ class SlurmOptions:
     job_extra: tuple[str, ...] = ()  # extra #SBATCH lines for worker jobs
     worker_tmpdir: str = "${TMPDIR:-/tmp}"  # node-local scratch
     local_workers: int = 0  # > 0: the single-node variant, workers inside the services job
-    sif_dir: str = "~/.seamless/sif"
+    sif_dir: str = "~/.seamless/sif"  # the SIF cache: every stack of this user (or a group's folder)
+    registry: str | None = None  # REGISTRY[/PREFIX] with our images (`images push`): SIFs are pulled from it
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,10 @@ def validate_slurm(options: SlurmOptions) -> SlurmOptions:
             raise StackError(f"--job-extra {extra!r} is not an sbatch option", "give it as an option, e.g. --job-extra=--gres=gpu:1")
     one_line(options.worker_tmpdir, "--worker-tmpdir")
     one_line(options.sif_dir, "--sif-dir")
+    if options.registry:
+        from .registry import parse_target
+
+        parse_target(options.registry)
     bounded(options.cpus, "--cpus", 1, MAX_CPUS)
     bounded(options.local_workers, "--local-workers", 0, MAX_WORKERS)
     bounded(options.max_jobs, "--max-jobs", 1, MAX_JOBS)

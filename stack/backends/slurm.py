@@ -18,6 +18,7 @@ from ..layout import ROLES, StackFiles
 from ..plan import Deployment, Placement, slurm_plan
 from ..shell import Shell, quote, shell_for
 from ..slurm import APPTAINER_DIR, cluster, commands, sif
+from ..slurm.apptainer import apptainer_for
 from ..slurm.fit import fit
 from ..slurm.jobscript import services_job_script, tls_dir, worker_job_options
 from ..spec import StackSpec
@@ -56,15 +57,7 @@ class SlurmBackend(Backend):
         asked, (spec, notes) = spec, fit(spec, facts)  # job sizes the nodes can hold
         for note in notes:
             progress(note)
-        sif_dir = absolute(options.sif_dir, facts.home)
-        if shutil.which("docker") is None:  # e.g. on the login node itself: use the SIFs there
-            sifs = sif.current_sifs(shell, sif_dir)
-        else:
-            local_docker = docker_tools.docker_client()
-            docker_tools.check_engine(local_docker)
-            tags = images.build_images(local_docker, base_image=spec.base_image,
-                                       worker_requirements=spec.worker_requirements, progress=progress)
-            sifs = sif.ensure_sifs(shell, tags, sif_dir, progress)
+        sifs = cls.sifs(spec, shell, absolute(options.sif_dir, facts.home), progress)
         dirs = prepare_dirs(shell, facts.home, {
             "buffer directory (--buffer-dir)": spec.buffer_dir, "database directory (--database-dir)": spec.database_dir,
         })
@@ -83,6 +76,21 @@ class SlurmBackend(Backend):
         backend = cls(deployment, services_job_script(spec, deployment, names[0]))
         backend.timeout = spec.timeout
         return backend
+
+    @staticmethod
+    def sifs(spec: StackSpec, shell: Shell, sif_dir: str, progress: Progress) -> dict[str, str]:
+        """The SIFs, by the first route that applies: a registry, local Docker, or what sif_dir holds."""
+        if not spec.slurm.registry and shutil.which("docker") is None:  # e.g. SIFs copied to the login node by hand
+            return sif.current_sifs(shell, sif_dir)
+        apptainer = apptainer_for(shell)
+        progress(f"{apptainer.version()} on {shell}")
+        if spec.slurm.registry:
+            return sif.pull_sifs(apptainer, shell, spec.slurm.registry, spec.worker_requirements, sif_dir, progress)
+        local_docker = docker_tools.docker_client()
+        docker_tools.check_engine(local_docker)
+        tags = images.build_images(local_docker, base_image=spec.base_image,
+                                   worker_requirements=spec.worker_requirements, progress=progress)
+        return sif.ensure_sifs(apptainer, shell, tags, sif_dir, progress, spec.worker_requirements)
 
     def leftovers(self) -> list[str]:
         return [f"job {job.id} ({job.name})" for job in cluster.jobs(self.shell, self.names)]
