@@ -61,8 +61,9 @@ def remote(docker_engine):
 
 @pytest.fixture(scope="session")
 def cluster(docker_engine):
-    """A Slurm + Apptainer cluster: a login/controller node and two compute nodes (testbeds/slurm_cluster.py)."""
-    with SlurmCluster(name=f"seamless-stack-test-slurm-{BED_SUFFIX}", compute_nodes=2) as c:
+    """A Slurm + Apptainer cluster: a login/controller node (no Docker), two compute nodes and a
+    container registry with a CA the nodes trust (testbeds/slurm_cluster.py)."""
+    with SlurmCluster(name=f"seamless-stack-test-slurm-{BED_SUFFIX}", compute_nodes=2, registry=True) as c:
         add_intruder(c)
         yield c
 
