@@ -333,7 +333,8 @@ def status(name: str) -> StackStatus:
                       "ok" if answers.get(s.service, (False, ""))[0] else answers.get(s.service, (False, "-"))[1])
         for s in running
     ]
-    problems = [f"{s.service} {s.state}" for s in running if not s.running]
+    # A worker job waiting for its turn is how adaptive scaling works, not a fault.
+    problems = [f"{s.service} {s.state}" for s in running if not s.running and not (s.service == "worker" and s.state.startswith("pending"))]
     problems += [f"{service}: {detail}" for service, (ok, detail) in answers.items() if not ok and service != "worker"]
     if not answers["worker"][0]:
         problems.append(f"workers: {answers['worker'][1]}")

@@ -36,7 +36,9 @@ def check_worker_jobs(shell: Shell, scheduler_sif: str, options: dict, job_name:
     """Render the worker job script with the scheduler image's own dask-jobqueue and ask
     `sbatch --test-only` about it: a job Slurm would refuse is refused now, in one line,
     not later inside the scheduler where a client just waits. Returns sbatch's estimate."""
-    script = shell.run(f"apptainer exec {CONTAINED} {quote(scheduler_sif)} python3 {commands.SLURM_MAIN} --job-script",
+    logs = quote(options["log_directory"])  # dask-jobqueue makes sure it exists
+    script = shell.run(f"mkdir -p {logs} && apptainer exec {CONTAINED} --bind {logs} {quote(scheduler_sif)} "
+                       f"python3 {commands.SLURM_MAIN} --job-script",
                        input=json.dumps(options).encode(), what="rendering the worker job script")
     answer = shell.run(commands.test_only_command(job_name), input=script.encode(), what="sbatch --test-only")
     return commands.parse_test_only(answer, options, facts)

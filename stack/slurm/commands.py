@@ -7,11 +7,13 @@ on captured output, without a cluster (dask-gateway's build / run / parse split)
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import StackError
 from ..shell import quote
+from .jobscript import walltime_seconds
 
 TOOLS = ("sbatch", "squeue", "scancel", "sinfo", "apptainer", "python3")
 
@@ -24,6 +26,7 @@ class Partition:
     cpus: int
     memory_mb: int
     default: bool = False
+    max_time: int | None = None  # seconds a job may run there; None: no limit
 
 
 @dataclass(frozen=True)
@@ -61,7 +64,7 @@ def probe_script() -> str:
     nodes = (f'names=$({NODE_NAMES}); echo "NODES $(echo $names)"; '
              'echo "ADDRESSES $(for n in $names; do getent ahostsv4 "$n"; done | cut -d" " -f1 | sort -u | tr "\\n" " ")"')
     # %P marks the default partition with '*'; %c and %m are the smallest node's CPUs and MB ('2+' when they vary).
-    partitions = 'sinfo -h -o "PARTITION %P %c %m" 2>/dev/null; '
+    partitions = 'sinfo -h -o "PARTITION %P %c %m %l" 2>/dev/null; '
     return script + ' echo "HOME $HOME"; ' + partitions + nodes
 
 
@@ -80,16 +83,18 @@ def parse_probe(out: str, where: str) -> ClusterFacts:
         if line.startswith("PARTITION "):
             p = parse_partition(line)
             seen = resources.get(p.name, p)  # one line per node state: keep the smallest
-            resources[p.name] = Partition(p.name, min(p.cpus, seen.cpus), min(p.memory_mb, seen.memory_mb), p.default)
+            resources[p.name] = Partition(p.name, min(p.cpus, seen.cpus), min(p.memory_mb, seen.memory_mb), p.default, p.max_time)
     resources = tuple(resources.values())
     return ClusterFacts(home=values["HOME"].strip(), partitions=[p.name for p in resources], nodes=nodes, resources=resources)
 
 
 def parse_partition(line: str) -> Partition:
-    """`PARTITION main* 2 2000`: name (* = the default), CPUs and MB of its smallest node."""
-    _, name, cpus, memory = (line.split() + ["0", "0"])[:4]
+    """`PARTITION main* 2 2000 1-00:00:00`: name (* = the default), CPUs and MB of its smallest
+    node, and the longest walltime (`infinite`: none)."""
+    _, name, cpus, memory, limit = (line.split() + ["0", "0", "infinite"])[:5]
     number = lambda text: int("".join(c for c in text if c.isdigit()) or 0)  # noqa: E731  '2+' -> 2
-    return Partition(name.rstrip("*"), number(cpus), number(memory), name.endswith("*"))
+    max_time = walltime_seconds(limit) if re.match(r"^[\d:-]+$", limit) else None
+    return Partition(name.rstrip("*"), number(cpus), number(memory), name.endswith("*"), max_time)
 
 
 SBATCH = "sbatch --parsable"

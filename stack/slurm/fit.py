@@ -10,7 +10,8 @@ from dataclasses import replace
 
 from ..errors import StackError
 from ..spec import SlurmOptions, StackSpec
-from .commands import ClusterFacts, Partition
+from .commands import ClusterFacts
+from .jobscript import walltime_seconds
 
 
 def memory_mb(text: str, dask: bool = False) -> int:
@@ -33,38 +34,56 @@ def worker_memory_within(available_mb: int) -> int:
     return available_mb // 1024 * 1024 if available_mb >= 1024 else available_mb
 
 
+def hms(seconds: int) -> str:
+    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def fit(spec: StackSpec, facts: ClusterFacts) -> tuple[StackSpec, list[str]]:
-    """The spec with default job sizes capped to the partitions' smallest nodes, and what changed."""
-    options, notes = spec.slurm, []
-    default = SlurmOptions()
+    """The spec with default job sizes capped to what the partitions allow, and what changed."""
+    options, notes, default = spec.slurm, [], SlurmOptions()
     services = facts.partition(options.partition)
     if services:
-        cpus = _fit(options.cpus, default.cpus, services.cpus, notes,
-                    f"the services job asks for {options.cpus} CPUs", services, "--cpus {} or another --partition", " CPUs")
-        memory = _fit(memory_mb(options.memory), memory_mb(default.memory), services.memory_mb, notes,
-                      f"the services job asks for {options.memory} of memory", services, "--memory {}M or another --partition", " MB")
-        options = replace(options, cpus=cpus, memory=options.memory if memory == memory_mb(options.memory) else f"{memory}M")
+        def services_fit(asked, default_value, limit, usable, what, have, option, value):
+            return _fit(asked, default_value, limit, usable, f"the services job asks for {what}",
+                        f"{have.format(services.name)}", option, value, "another --partition", notes)
+        cpus = services_fit(options.cpus, default.cpus, services.cpus, services.cpus, f"{options.cpus} CPUs",
+                            f"nodes in partition {{}} have {services.cpus} CPUs", "--cpus", services.cpus)
+        asked_mb = memory_mb(options.memory)
+        memory = services_fit(asked_mb, memory_mb(default.memory), services.memory_mb, services.memory_mb,
+                              f"{options.memory} of memory", f"nodes in partition {{}} have {services.memory_mb} MB",
+                              "--memory", f"{services.memory_mb}M")
+        asked_time, limit = walltime_seconds(options.time), services.max_time
+        time = services_fit(asked_time, walltime_seconds(default.time), limit, limit, f"a walltime of {options.time}",
+                            f"partition {{}} allows {hms(limit or 0)}", "--time", hms(limit or 0))
+        options = replace(options, cpus=cpus, memory=options.memory if memory == asked_mb else f"{memory}M",
+                          time=options.time if time == asked_time else hms(time))
     workers = facts.partition(options.worker_queue or options.partition)
     threads = spec.threads
     if workers and not options.local_workers:  # adaptive: worker jobs of their own
-        threads = _fit(spec.threads, StackSpec.threads, workers.cpus, notes,
-                       f"worker jobs ask for {spec.threads} CPUs", workers, "--threads {} or --worker-queue with bigger nodes", " CPUs")
-        asked = worker_memory_mb(options.worker_memory)
-        memory = _fit(asked, worker_memory_mb(default.worker_memory), workers.memory_mb, notes,
-                      f"worker jobs ask for {asked} MB of memory (--worker-memory {options.worker_memory})", workers,
-                      "--worker-memory {}MiB or --worker-queue with bigger nodes", " MB", worker_memory_within(workers.memory_mb))
-        options = replace(options, worker_memory=options.worker_memory if memory == asked else f"{memory}MiB")
+        def worker_fit(asked, default_value, limit, usable, what, have, option, value):
+            return _fit(asked, default_value, limit, usable, f"worker jobs ask for {what}",
+                        f"{have.format(workers.name)}", option, value, "--worker-queue with bigger nodes", notes)
+        threads = worker_fit(spec.threads, StackSpec.threads, workers.cpus, workers.cpus, f"{spec.threads} CPUs",
+                             f"nodes in partition {{}} have {workers.cpus} CPUs", "--threads", workers.cpus)
+        asked_mb, usable_mb = worker_memory_mb(options.worker_memory), worker_memory_within(workers.memory_mb)
+        memory = worker_fit(asked_mb, worker_memory_mb(default.worker_memory), workers.memory_mb, usable_mb,
+                            f"{asked_mb} MB of memory (--worker-memory {options.worker_memory})",
+                            f"nodes in partition {{}} have {workers.memory_mb} MB", "--worker-memory", f"{usable_mb}MiB")
+        asked_time, limit = walltime_seconds(options.worker_walltime), workers.max_time
+        time = worker_fit(asked_time, walltime_seconds(default.worker_walltime), limit, limit,
+                          f"a walltime of {options.worker_walltime}", f"partition {{}} allows {hms(limit or 0)}",
+                          "--worker-walltime", hms(limit or 0))
+        options = replace(options, worker_memory=options.worker_memory if memory == asked_mb else f"{memory}MiB",
+                          worker_walltime=options.worker_walltime if time == asked_time else hms(time))
     return replace(spec, threads=threads, slurm=options), notes
 
 
-def _fit(asked: int, default: int, available: int, notes: list[str], what: str, partition: Partition,
-         fix: str, unit: str = "", usable: int | None = None) -> int:
-    """A default larger than the nodes shrinks to what is usable there (said in notes); an explicit one is refused."""
-    usable = available if usable is None else usable
-    if available <= 1 or asked <= available:  # sinfo says 1 MB when a site does not configure memory
+def _fit(asked: int, default: int, limit: int | None, usable: int, said: str, have: str,
+         option: str, value, elsewhere: str, notes: list[str]) -> int:
+    """A default over the limit shrinks to what is usable (said in notes); an explicit one is refused."""
+    if limit is None or limit <= 1 or asked <= limit:  # no limit; sinfo says 1 MB when memory is not configured
         return asked
-    have = f"nodes in partition {partition.name} have {available}{unit}"
     if asked != default:
-        raise StackError(f"{what}; {have}", "use " + fix.format(usable))
-    notes.append(f"{what} by default; {have}: using {usable}{unit}")
+        raise StackError(f"{said}; {have}", f"use {option} {value} or {elsewhere}")
+    notes.append(f"{said} by default; {have}: using {option} {value}")
     return usable

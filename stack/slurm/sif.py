@@ -59,6 +59,17 @@ def _reusable(apptainer: Apptainer, shell: Shell, paths: dict[str, str], expecte
     return reusable
 
 
+def _made(apptainer: Apptainer, shell: Shell, path: str, source: str, expected: dict[str, str], progress: Progress) -> None:
+    """Make the SIF, then check it holds the image it should (a registry tag can point anywhere)."""
+    apptainer.build(path, source, progress)
+    labels = apptainer.labels(path)
+    if any(labels.get(k) != v for k, v in expected.items()):
+        shell.run(f"rm -f {quote(path)}")
+        found = f"{labels.get(images.LABEL_ROLE)} {labels.get(images.LABEL_DEFINITION)}"
+        raise StackError(f"{source} holds {found}, not {' '.join(expected.values())}",
+                         "push this version's images again (`seamless-stack images push REGISTRY[/PREFIX]` where Docker runs)")
+
+
 def _link(shell: Shell, sif_dir: str, paths: dict[str, str]) -> dict[str, str]:
     """<role>.sif links name the newest SIFs (the air-gapped route finds them there)."""
     shell.run(" ".join(f"ln -sfn {quote(PurePosixPath(p).name)} {quote(sif_dir + '/' + r + '.sif')};" for r, p in paths.items()))
@@ -86,7 +97,7 @@ def pull_sifs(apptainer: Apptainer, shell: Shell, target: str, worker_requiremen
             continue
         progress(f"{role}: pulling {sources[role]} into {paths[role]} on {shell}")
         started = time.monotonic()
-        apptainer.build(paths[role], sources[role], progress)
+        _made(apptainer, shell, paths[role], sources[role], expected[role], progress)
         progress(f"  {role}: SIF made in {time.monotonic() - started:.0f} s")
     return _link(shell, sif_dir, paths)
 
@@ -109,7 +120,7 @@ def ensure_sifs(apptainer: Apptainer, shell: Shell, tags: dict[str, str], sif_di
         sent = shell.stream_to(archive, [docker, "save", tags[role]], progress)
         progress(f"  copied {sent / 1e6:.0f} MB in {time.monotonic() - started:.1f}s; apptainer build")
         try:
-            apptainer.build(path, f"docker-archive://{archive}", progress)
+            _made(apptainer, shell, path, f"docker-archive://{archive}", expected[role], progress)
         finally:
             shell.run(f"rm -f {quote(archive)}")
     return _link(shell, sif_dir, paths)

@@ -43,6 +43,12 @@ def test_bench_security_cost(docker_engine, client_venv):
     assert set(ratios) == {f"{m}:secured/insecure" for m in ("sequential", "parallel", "put", "get")}, ratios
 
 
+def test_bench_vs_bare(docker_engine, client_venv):
+    ratios = run_bench("vs_bare", timeout=900, env={"SEAMLESS_STACK_CLIENT_VENV": str(client_venv)})
+    assert set(ratios) == {"ready:stack/bare", "ready_2:stack/bare", "ready_2_over_1_stack", "ready_2_over_1_bare",
+                           *(f"{m}:stack/bare" for m in ("sequential", "parallel", "put", "get"))}, ratios
+
+
 def test_bench_remote_transfer_latency(remote, client_venv):
     ratios = run_bench("remote_transfer_latency", "--host", remote.destination, "--ssh-key", str(remote.key_path),
                        timeout=900, env={"SEAMLESS_STACK_CLIENT_VENV": str(client_venv)})

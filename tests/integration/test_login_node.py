@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from seamless_stack import images
+
 from .conftest import CLI
 
 REMOTE_HOME = "/home/seamless"
@@ -67,7 +69,7 @@ def test_login_node_up_with_defaults_computes_in_worker_jobs(login_node, cluster
         up = on_login(cluster, login_node, "up", "slurm", "--name", name, "--max-jobs", "2")
         assert up.returncode == 0, up.stderr
         # defaults sized to the 2-CPU nodes; the SIFs pulled by digest; the worker jobs checked
-        assert "worker jobs ask for 3 CPUs by default; nodes in partition main have 2 CPUs: using 2" in up.stderr
+        assert "worker jobs ask for 3 CPUs by default; nodes in partition main have 2 CPUs: using --threads 2" in up.stderr
         assert up.stderr.count(f"docker://{cluster.registry}/seamless-stack/") == 3 and "@sha256:" in up.stderr
         assert "sbatch --test-only: Job" in up.stderr
         stack_dir = Path(cluster.home_path) / "seamless" / ".seamless" / "stacks" / f"{name}.slurm"
@@ -116,23 +118,31 @@ def test_login_node_up_with_defaults_computes_in_worker_jobs(login_node, cluster
     assert our_worker_jobs(cluster, name) == []
 
 
+def only_error(result) -> str:
+    errors = [line for line in result.stderr.splitlines() if line.startswith("seamless-stack: error:")]
+    assert result.returncode == 2 and len(errors) == 1, result.stderr
+    return errors[0]
+
+
 def test_login_node_refuses_worker_jobs_that_cannot_run(login_node, cluster):
-    """Explicit sizes the nodes cannot hold: one line at `up`, in seconds, nothing queued."""
+    """Sizes the partition cannot hold, or that Slurm refuses: one line at `up`, before any job."""
     name = "ln" + uuid.uuid4().hex[:6]
-    failed = on_login(cluster, login_node, "up", "slurm", "--name", name, "--threads", "4", timeout=300)
-    errors = [line for line in failed.stderr.splitlines() if line.startswith("seamless-stack: error:")]
-    assert failed.returncode == 2 and len(errors) == 1, failed.stderr
-    assert "worker jobs ask for 4 CPUs; nodes in partition main have 2 CPUs: use --threads 2 or --worker-queue" in errors[0]
-    # what only sbatch knows: a walltime over the partition's limit
-    cluster.exec(cluster.controller, "scontrol update PartitionName=main MaxTime=00:20:00", check=True)
     try:
-        failed = on_login(cluster, login_node, "up", "slurm", "--name", name, "--time", "00:10:00", timeout=300)
+        error = only_error(on_login(cluster, login_node, "up", "slurm", "--name", name, "--threads", "4", timeout=300))
+        assert "worker jobs ask for 4 CPUs; nodes in partition main have 2 CPUs: use --threads 2 or --worker-queue" in error
+        cluster.exec(cluster.controller, "scontrol update PartitionName=main MaxTime=00:20:00", check=True)
+        try:
+            error = only_error(on_login(cluster, login_node, "up", "slurm", "--name", name, "--worker-walltime", "00:30:00", timeout=300))
+        finally:
+            cluster.exec(cluster.controller, "scontrol update PartitionName=main MaxTime=INFINITE", check=True)
+        assert "worker jobs ask for a walltime of 00:30:00; partition main allows 00:20:00: use --worker-walltime 00:20:00" in error
+        # what only sbatch knows (no GPUs here): its dry run of the rendered worker job refuses it
+        error = only_error(on_login(cluster, login_node, "up", "slurm", "--name", name, "--job-extra=--gres=gpu:1", timeout=300))
+        assert "Slurm would refuse the worker jobs (2 CPUs, 1024MiB, 01:00:00) in partition main" in error
+        assert "gres" in error.lower(), error
+        assert cluster.ssh(f"squeue -h -n seamless-{name}-services,seamless-{name}-worker").stdout.strip() == ""
     finally:
-        cluster.exec(cluster.controller, "scontrol update PartitionName=main MaxTime=INFINITE", check=True)
-    errors = [line for line in failed.stderr.splitlines() if line.startswith("seamless-stack: error:")]
-    assert failed.returncode == 2 and len(errors) == 1, failed.stderr
-    assert "Slurm would refuse the worker jobs (2 CPUs, 1024MiB, 01:00:00) in partition main" in errors[0]
-    assert cluster.ssh(f"squeue -h -n seamless-{name}-services,seamless-{name}-worker").stdout.strip() == ""
+        on_login(cluster, login_node, "down", "--name", name, timeout=300)
 
 
 def test_login_node_sifs_from_the_registry(login_node, cluster):
@@ -150,3 +160,19 @@ def test_login_node_sifs_from_the_registry(login_node, cluster):
     assert second.returncode == 0 and second.stdout == first.stdout, second.stderr
     assert f"{sifs['hashserver']} is stale (its labels say database" in second.stderr
     assert second.stderr.count("(cached)") == 2 and "hashserver: pulling" in second.stderr
+
+    # the registry's definition tag now names another image: a new digest, so a new pull, whose
+    # labels give it away
+    tag = f"{cluster.registry_on_host}/seamless-stack/hashserver:{images.definition_tag()}"
+    database_image = subprocess.run([str(CLI), "images", "list"], capture_output=True, text=True).stdout.split("\n")[1].split("\t")[1]
+    for argv in (["docker", "tag", database_image, tag], ["docker", "push", "-q", tag], ["docker", "rmi", tag]):
+        subprocess.run(argv, check=True, capture_output=True, timeout=600)
+    try:
+        moved = on_login(cluster, login_node, "images", "sif")
+        errors = [line for line in moved.stderr.splitlines() if line.startswith("seamless-stack: error:")]
+        assert moved.returncode == 2 and len(errors) == 1, moved.stderr
+        assert "hashserver: pulling" in moved.stderr and "holds database def-" in errors[0] and "images push" in errors[0]
+    finally:
+        again = subprocess.run([str(CLI), "images", "push", cluster.registry_on_host], capture_output=True, text=True, timeout=1800)
+        assert again.returncode == 0, again.stderr
+    assert on_login(cluster, login_node, "images", "sif").stdout == first.stdout, "the pushed image again: the cached SIF"

@@ -158,14 +158,16 @@ def test_slurm_direct_single_node(scli, client, cluster):
 
 
 def test_images_sif_on_the_login_node(scli, cluster):
-    result = scli.run("images", "sif", "--login", cluster.destination, "--out", "my-sifs")
+    """`images sif --login`: the SIFs of our images in the cluster's SIF cache (the default
+    folder, where `up slurm --login` made them: built once, then reused)."""
+    result = scli.run("images", "sif", "--login", cluster.destination)
     assert result.returncode == 0, result.stderr
     sifs = dict(line.split("\t") for line in result.stdout.splitlines())
     assert set(sifs) == {"hashserver", "database", "scheduler", "worker"}
     for path in sifs.values():
-        assert path.startswith("/home/seamless/my-sifs/") and path.endswith(".sif")
+        assert path.startswith("/home/seamless/.seamless/sif/") and path.endswith(".sif")
         assert (Path(cluster.home_path) / path.removeprefix("/home/")).is_file()
-    again = scli.run("images", "sif", "--login", cluster.destination, "--out", "my-sifs")
+    again = scli.run("images", "sif", "--login", cluster.destination)
     assert again.stdout == result.stdout and "building" not in again.stderr, "built once, then reused"
 
 

@@ -32,10 +32,10 @@ def test_sbatch_noise_is_an_error():
 
 
 def test_probe_reports_home_partitions_and_missing_tools():
-    facts = commands.parse_probe("HOME /home/u\nPARTITION main* 2 2000\nPARTITION debug 4+ 8000\nPARTITION main* 2 1500\n", "login")
+    facts = commands.parse_probe("HOME /home/u\nPARTITION main* 2 2000 infinite\nPARTITION debug 4+ 8000 1-00:00:00\nPARTITION main* 2 1500 infinite\n", "login")
     assert facts.home == "/home/u" and facts.partitions == ["main", "debug"] and facts.nodes == ()
     assert facts.partition(None) == commands.Partition("main", 2, 1500, default=True), "the default, smallest node"
-    assert facts.partition("debug") == commands.Partition("debug", 4, 8000)
+    assert facts.partition("debug") == commands.Partition("debug", 4, 8000, max_time=86400)
     assert facts.partition("gpu") is None
     # captured on the test cluster: sinfo's node names, then their addresses from getent
     facts = commands.parse_probe("HOME /home/u\nPARTITION main* 2 2000\nNODES c1 c2\nADDRESSES 192.168.32.2 192.168.32.3 \n", "login")
@@ -69,6 +69,13 @@ def test_default_job_sizes_shrink_to_the_nodes_explicit_ones_are_refused():
     with pytest.raises(StackError, match="worker jobs ask for 4 CPUs; nodes in partition main have 2 CPUs") as refused:
         fit(StackSpec(method="slurm", threads=4, slurm=SlurmOptions()), facts)
     assert "use --threads 2 or --worker-queue" in refused.value.fix
+    short = commands.ClusterFacts("/home/u", ["main"], resources=(commands.Partition("main", 2, 2000, True, 24 * 3600),))
+    spec, notes = fit(StackSpec(method="slurm", threads=1, slurm=replace(SlurmOptions(), memory="1G", worker_memory="1GiB", cpus=1)), short)
+    assert spec.slurm.time == "24:00:00" and spec.slurm.worker_walltime == "01:00:00"
+    assert notes == ["the services job asks for a walltime of 72:00:00 by default; partition main allows 24:00:00: using --time 24:00:00"]
+    with pytest.raises(StackError, match="worker jobs ask for a walltime of 30:00:00; partition main allows 24:00:00") as refused:
+        fit(StackSpec(method="slurm", slurm=replace(SlurmOptions(), worker_walltime="30:00:00")), short)
+    assert refused.value.fix == "use --worker-walltime 24:00:00 or --worker-queue with bigger nodes"
     with pytest.raises(StackError, match="services job asks for 8 CPUs"):
         fit(StackSpec(method="slurm", slurm=replace(SlurmOptions(), cpus=8)), facts)
     single_node = StackSpec(method="slurm", threads=4, slurm=replace(SlurmOptions(), local_workers=1, cpus=2, memory="1G"))
