@@ -8,10 +8,13 @@ reported with its stderr, a timeout named).
 
 from __future__ import annotations
 
+import atexit
 import shlex
+import shutil
 import subprocess
+import tempfile
 import time
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from .errors import StackError
@@ -83,7 +86,8 @@ class SSHShell(Shell):
         self.destination = destination
 
     def argv(self, script: str) -> list[str]:
-        return self.destination.ssh_args() + ["sh", "-c", quote(script)]
+        ssh = self.destination.ssh_args()
+        return [ssh[0], *shared_connection(), *ssh[1:], "sh", "-c", quote(script)]
 
     def check_transport(self, code: int, stderr: str) -> None:
         if code == 255:
@@ -91,6 +95,26 @@ class SSHShell(Shell):
 
     def __str__(self) -> str:
         return str(self.destination)
+
+
+_CONTROL_DIR: list[str] = []  # this process's folder for SSH control sockets, made on first use
+
+
+def shared_connection() -> list[str]:
+    """ssh options that make every command of this process to a host share one connection
+    (OpenSSH ControlMaster): a login per `up`, not per round trip. The master leaves with
+    this process (closed at exit; ControlPersist bounds it if the process is killed)."""
+    if not _CONTROL_DIR:
+        folder = tempfile.mkdtemp(prefix="seamless-stack-ssh-")  # mode 0700: only we reach the sockets
+        _CONTROL_DIR.append(folder)
+        atexit.register(_close_connections, folder)
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={_CONTROL_DIR[0]}/%C", "-o", "ControlPersist=30"]
+
+
+def _close_connections(folder: str) -> None:
+    for socket_path in Path(folder).glob("*"):
+        subprocess.run(["ssh", "-o", f"ControlPath={socket_path}", "-O", "exit", "seamless-stack"], capture_output=True, timeout=10)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def shell_for(destination: Destination | None) -> Shell:

@@ -121,7 +121,7 @@ class SlurmBackend(Backend):
             if time.monotonic() > deadline:
                 raise ServiceFailed("services", f"services job {job_id} still {state} after the timeout",
                                     "the cluster is busy or the job cannot run: check --partition, --time, --cpus, --memory")
-            time.sleep(1)
+            time.sleep(0.5)
         self.deployment = self.deployment.placed(Placement(services["address"], services["ports"]), node=services["node"])
         progress(f"services on {services['node']} ({services['address']}), ports {services['ports']}")
 

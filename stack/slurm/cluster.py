@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
+from pathlib import Path
 from typing import Iterable
 
 from ..errors import StackError
@@ -33,15 +36,29 @@ def submit(shell: Shell, script: str) -> str:
 
 
 def check_worker_jobs(shell: Shell, scheduler_sif: str, options: dict, job_name: str, facts: ClusterFacts) -> str:
-    """Render the worker job script with the scheduler image's own dask-jobqueue and ask
-    `sbatch --test-only` about it: a job Slurm would refuse is refused now, in one line,
-    not later inside the scheduler where a client just waits. Returns sbatch's estimate."""
+    """Ask `sbatch --test-only` about the worker job script: a job Slurm would refuse is refused
+    now, in one line, not later inside the scheduler where a client just waits. Returns
+    sbatch's estimate."""
+    script = worker_job_script(shell, scheduler_sif, options)
+    answer = shell.run(commands.test_only_command(job_name), input=script.encode(), what="sbatch --test-only")
+    return commands.parse_test_only(answer, options, facts)
+
+
+def worker_job_script(shell: Shell, scheduler_sif: str, options: dict) -> str:
+    """The worker job script as the scheduler image's own dask-jobqueue renders it. The SIF is
+    named by its image, so the same options give the same script: kept after the first time
+    (rendering starts a container, seconds on a busy login node)."""
+    key = hashlib.sha256(json.dumps([str(shell), scheduler_sif, options], sort_keys=True).encode()).hexdigest()[:24]
+    cached = Path(os.path.expanduser("~")) / ".cache" / "seamless-stack" / "worker-jobs" / f"{key}.sh"
+    if cached.is_file():
+        return cached.read_text()
     logs = quote(options["log_directory"])  # dask-jobqueue makes sure it exists
     script = shell.run(f"mkdir -p {logs} && apptainer exec {CONTAINED} --bind {logs} {quote(scheduler_sif)} "
                        f"python3 {commands.SLURM_MAIN} --job-script",
                        input=json.dumps(options).encode(), what="rendering the worker job script")
-    answer = shell.run(commands.test_only_command(job_name), input=script.encode(), what="sbatch --test-only")
-    return commands.parse_test_only(answer, options, facts)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    cached.write_text(script)
+    return script
 
 
 def jobs(shell: Shell, names: Iterable[str]) -> list[Job]:

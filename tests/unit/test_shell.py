@@ -1,5 +1,7 @@
 """The one shell: a failing command, a timeout and SSH failures are one-line StackErrors."""
 
+from pathlib import Path
+
 import pytest
 
 from seamless_stack.errors import StackError
@@ -38,3 +40,14 @@ def test_write_creates_owner_only_files(tmp_path):
     target = tmp_path / "sub" / "secret"
     LocalShell().write(str(target), b"key", mode="600")
     assert target.read_bytes() == b"key" and oct(target.stat().st_mode & 0o777) == "0o600"
+
+
+def test_ssh_commands_of_one_process_share_a_connection():
+
+    first = SSHShell(Destination.parse("alice@big")).argv("true")
+    second = SSHShell(Destination.parse("bob@other:2222")).argv("true")
+    control = [a for a in first if a.startswith("ControlPath=")]
+    assert "ControlMaster=auto" in first and control and control == [a for a in second if a.startswith("ControlPath=")]
+    folder = Path(control[0].split("=", 1)[1]).parent
+    assert folder.is_dir() and folder.stat().st_mode & 0o077 == 0, "only this user reaches the sockets"
+    assert first[-3:] == ["sh", "-c", "true"] and "alice@big" in first
