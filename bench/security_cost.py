@@ -36,17 +36,26 @@ def workload(venv: Path, env_file: Path, count: int, size_mb: int, parallel: int
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def workload_parser(description: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that runs the workload: --rounds --count --size-mb --parallel --threads --smoke."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--count", type=int, default=50, help="transformations per measurement")
     parser.add_argument("--size-mb", type=int, default=256, help="buffer size for PUT and GET")
     parser.add_argument("--parallel", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=3, help="threads of the one worker")
+    parser.add_argument("--threads", type=int, default=3, help="threads per worker")
     parser.add_argument("--smoke", action="store_true", help="1 round, 5 transformations, 8 MB: does it run?")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def smoke(args: argparse.Namespace) -> argparse.Namespace:
     if args.smoke:
         args.rounds, args.count, args.size_mb = 1, 5, 8
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = smoke(workload_parser(__doc__).parse_args(argv))
 
     ws = Workspace("seamless-stack-bench-security")
     names = {}

@@ -21,27 +21,20 @@ side's environment output. Prints the medians and the ratios stack / bare.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import statistics
 
 from bench import bare
 from bench.common import Workspace, alternate, client_venv, image_tags, log, report, short_id
-from bench.security_cost import MEASURES, workload
+from bench.security_cost import MEASURES, smoke, workload, workload_parser
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--count", type=int, default=50, help="transformations per measurement")
-    parser.add_argument("--size-mb", type=int, default=256, help="buffer size for PUT and GET")
-    parser.add_argument("--parallel", type=int, default=6)
-    parser.add_argument("--threads", type=int, default=3, help="threads per worker")
-    parser.add_argument("--workers-scaling", default="1,2,4,8", help="worker counts to time ready with")
-    parser.add_argument("--smoke", action="store_true", help="1 round, 5 transformations, 8 MB, workers 1,2: does it run?")
-    args = parser.parse_args(argv)
+    parser = workload_parser(__doc__)
+    parser.add_argument("--workers-scaling", default="1,2,4,8", help="worker counts to time ready with (smoke: 1,2)")
+    args = smoke(parser.parse_args(argv))
     if args.smoke:
-        args.rounds, args.count, args.size_mb, args.workers_scaling = 1, 5, 8, "1,2"
+        args.workers_scaling = "1,2"
     counts = sorted({1, *(int(n) for n in args.workers_scaling.split(","))})
 
     ws = Workspace("seamless-stack-bench-vsbare")

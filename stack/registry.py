@@ -20,21 +20,19 @@ import urllib.request
 from pathlib import Path
 
 from .errors import StackError
-from .spec import one_line
 
 MANIFEST_TYPES = ", ".join([
     "application/vnd.oci.image.index.v1+json", "application/vnd.oci.image.manifest.v1+json",
     "application/vnd.docker.distribution.manifest.list.v2+json", "application/vnd.docker.distribution.manifest.v2+json",
 ])
-TARGET = re.compile(r"^[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*$")
+TARGET = re.compile(r"[a-z0-9.-]+(:\d+)?(/[a-z0-9._-]+)*")
 
 
 def parse_target(text: str) -> tuple[str, str]:
     """REGISTRY[/PREFIX] -> (registry host[:port], prefix without slashes)."""
-    one_line(text, "--registry")
     registry = text.split("/")[0]
     # Docker's rule: the first component names a registry if it has a dot or a port, or is localhost.
-    if not TARGET.match(text) or not ("." in registry or ":" in registry or registry == "localhost"):
+    if not TARGET.fullmatch(text) or not ("." in registry or ":" in registry or registry == "localhost"):
         raise StackError(f"--registry {text!r} is not REGISTRY[/PREFIX]",
                          "give a registry host (with a dot or a port), e.g. registry.example.org/group or 10.0.0.5:5000")
     return registry, text.partition("/")[2]
