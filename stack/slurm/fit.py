@@ -43,9 +43,7 @@ def fit(spec: StackSpec, facts: ClusterFacts) -> tuple[StackSpec, list[str]]:
     options, notes, default = spec.slurm, [], SlurmOptions()
     services = facts.partition(options.partition)
     if services:
-        def services_fit(asked, default_value, limit, usable, what, have, option, value):
-            return _fit(asked, default_value, limit, usable, f"the services job asks for {what}",
-                        f"{have.format(services.name)}", option, value, "another --partition", notes)
+        services_fit = _checker("the services job asks for", services, "another --partition", notes)
         cpus = services_fit(options.cpus, default.cpus, services.cpus, services.cpus, f"{options.cpus} CPUs",
                             f"nodes in partition {{}} have {services.cpus} CPUs", "--cpus", services.cpus)
         asked_mb = memory_mb(options.memory)
@@ -60,9 +58,7 @@ def fit(spec: StackSpec, facts: ClusterFacts) -> tuple[StackSpec, list[str]]:
     workers = facts.partition(options.worker_queue or options.partition)
     threads = spec.threads
     if workers and not options.local_workers:  # adaptive: worker jobs of their own
-        def worker_fit(asked, default_value, limit, usable, what, have, option, value):
-            return _fit(asked, default_value, limit, usable, f"worker jobs ask for {what}",
-                        f"{have.format(workers.name)}", option, value, "--worker-queue with bigger nodes", notes)
+        worker_fit = _checker("worker jobs ask for", workers, "--worker-queue with bigger nodes", notes)
         threads = worker_fit(spec.threads, StackSpec.threads, workers.cpus, workers.cpus, f"{spec.threads} CPUs",
                              f"nodes in partition {{}} have {workers.cpus} CPUs", "--threads", workers.cpus)
         asked_mb, usable_mb = worker_memory_mb(options.worker_memory), worker_memory_within(workers.memory_mb)
@@ -76,6 +72,14 @@ def fit(spec: StackSpec, facts: ClusterFacts) -> tuple[StackSpec, list[str]]:
         options = replace(options, worker_memory=options.worker_memory if memory == asked_mb else f"{memory}MiB",
                           worker_walltime=options.worker_walltime if time == asked_time else hms(time))
     return replace(spec, threads=threads, slurm=options), notes
+
+
+def _checker(who: str, partition, elsewhere: str, notes: list[str]):
+    """_fit for one job kind in one partition: `have` names the partition with {}."""
+    def check(asked, default_value, limit, usable, what, have, option, value):
+        return _fit(asked, default_value, limit, usable, f"{who} {what}", have.format(partition.name),
+                    option, value, elsewhere, notes)
+    return check
 
 
 def _fit(asked: int, default: int, limit: int | None, usable: int, said: str, have: str,
