@@ -52,7 +52,7 @@ def _reusable(apptainer: Apptainer, shell: Shell, paths: dict[str, str], expecte
         if path not in present:
             continue
         labels = apptainer.labels(path)
-        if all(labels.get(k) == v for k, v in expected[role].items()):
+        if _holds(labels, expected[role]):
             reusable.add(role)
         else:
             progress(f"{path} is stale (its labels say {labels.get(images.LABEL_ROLE)} {labels.get(images.LABEL_DEFINITION)}): making it anew")
@@ -63,11 +63,15 @@ def _made(apptainer: Apptainer, shell: Shell, path: str, source: str, expected: 
     """Make the SIF, then check it holds the image it should (a registry tag can point anywhere)."""
     apptainer.build(path, source, progress)
     labels = apptainer.labels(path)
-    if any(labels.get(k) != v for k, v in expected.items()):
+    if not _holds(labels, expected):
         shell.run(f"rm -f {quote(path)}")
         found = f"{labels.get(images.LABEL_ROLE)} {labels.get(images.LABEL_DEFINITION)}"
         raise StackError(f"{source} holds {found}, not {' '.join(expected.values())}",
                          "push this version's images again (`seamless-stack images push REGISTRY[/PREFIX]` where Docker runs)")
+
+
+def _holds(labels: dict[str, str], expected: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in expected.items())
 
 
 def _link(shell: Shell, sif_dir: str, paths: dict[str, str]) -> dict[str, str]:
@@ -85,8 +89,9 @@ def pull_sifs(apptainer: Apptainer, shell: Shell, target: str, worker_requiremen
         custom = worker_requirements if role == "worker" else None
         name = f"{images.REPOSITORY}/{'worker-custom' if custom else role}"
         lookup = images.definition_tag(custom)
-        digest = registry.manifest_digest(f"{registry.repository(target, name)}:{lookup}")
-        sources[role] = f"docker://{registry.repository(target, name)}@{digest}"
+        repository = registry.repository(target, name)
+        digest = registry.manifest_digest(f"{repository}:{lookup}")
+        sources[role] = f"docker://{repository}@{digest}"
         paths[role] = f"{sif_dir}/{name.rsplit('/', 1)[-1]}-{digest.split(':')[1][:16]}.sif"
         expected[role] = images.labels(role, custom)
     shell.run(f"mkdir -p {quote(sif_dir)}")
