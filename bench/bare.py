@@ -33,6 +33,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from seamless_stack.health import POLL_INTERVAL
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = {role: ROOT / "images" / "lock" / f"{role}.txt" for role in ("hashserver", "database", "dask")}
 PRELOAD = ROOT / "images" / "preload" / "seamless_stack_preload.py"
@@ -146,7 +148,7 @@ class BareStack:
                     raise RuntimeError(f"bare {name} exited ({proc.returncode}):\n{self.log_tail(name)}")
             if time.monotonic() - start > timeout:
                 raise RuntimeError(f"bare services not ready after {timeout:.0f}s; scheduler log:\n{self.log_tail('scheduler')}")
-            time.sleep(0.25)  # as the health gate polls
+            time.sleep(POLL_INTERVAL)  # as the health gate polls
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         return (self.root / "logs" / f"{name}.log").read_text(errors="replace")[-chars:]

@@ -17,6 +17,9 @@ from . import credentials
 from .errors import StackError
 
 
+POLL_INTERVAL = 0.1  # seconds between rounds of checks: each round is a few local HTTP GETs
+
+
 class Wait(Protocol):
     service: str
 
@@ -104,7 +107,7 @@ def wait_until_ready(
     timeout: float,
     progress: Callable[[str], None] = lambda line: None,
     find_failure: Callable[[], tuple[str, str] | None] = lambda: None,
-    interval: float = 0.25,
+    interval: float = POLL_INTERVAL,
 ) -> float:
     """Poll every wait until all pass. Returns the seconds it took.
 

@@ -182,8 +182,9 @@ def build_images(
     tags = dict(standard)
     if worker_requirements is not None:
         tags["worker"] = custom_worker_tag(standard["worker"], worker_requirements)
-    missing = [role for role in ROLES if force or not image_exists(docker, standard[role])]
-    custom_missing = worker_requirements is not None and (force or not image_exists(docker, tags["worker"]))
+    present = set() if force else docker_tools.present_images(docker, sorted(set(standard.values()) | set(tags.values())))
+    missing = [role for role in ROLES if standard[role] not in present]
+    custom_missing = worker_requirements is not None and tags["worker"] not in present
     if not missing and not custom_missing:
         return tags  # the usual `up`: no buildx check, no pip config lookup
     docker_tools.check_buildx(docker)

@@ -65,8 +65,7 @@ class ComposeBackend(Backend):
     @classmethod
     def prepare(cls, spec: StackSpec, progress: Progress) -> "ComposeBackend":
         local_docker = docker_tools.docker_client()
-        docker_tools.check_engine(local_docker)
-        docker_tools.check_compose(local_docker)
+        docker_tools.check_engine(local_docker)  # Compose itself is checked only when a compose call fails
         host = _host(spec)
         host.check_bind(spec.bind)
         dirs = host.prepare_dirs({
@@ -87,11 +86,7 @@ class ComposeBackend(Backend):
         return backend
 
     def leftovers(self) -> list[str]:
-        try:
-            found = self.docker.container.list(all=True, filters=[("label", f"{COMPOSE_LABEL}={self.deployment.project}")])
-        except DockerException as exc:
-            raise StackError(f"cannot list containers ({_docker_error(exc, 1)})", "check that the Docker engine runs and answers") from None
-        return [c.name for c in found]
+        return [s.where for s in self.services()]
 
     # -- lifecycle ------------------------------------------------------------------------
     def compose_environment(self) -> dict[str, str]:
@@ -122,6 +117,7 @@ class ComposeBackend(Backend):
         try:
             return call()
         except DockerException as exc:
+            docker_tools.check_compose(self.docker)  # the clearer error when Compose is missing
             raise StackError(f"docker compose {action} failed for stack {self.deployment.name!r} ({_docker_error(exc)})", fix) from None
 
     def start(self, progress: Progress) -> None:
@@ -154,17 +150,21 @@ class ComposeBackend(Backend):
 
     # -- inspection -----------------------------------------------------------------------
     def services(self) -> list[ServiceState]:
-        containers = self._compose("ps", "check that the Docker engine runs and answers", lambda: self.docker.compose.ps(all=True))
+        try:
+            records = docker_tools.inspect_containers(self.docker, [("label", f"{COMPOSE_LABEL}={self.deployment.project}")])
+        except DockerException as exc:
+            raise StackError(f"cannot list the containers of stack {self.deployment.name!r} ({_docker_error(exc)})",
+                             "check that the Docker engine runs and answers") from None
         states = []
-        for container in containers:
-            state = container.state
+        for record in records:
+            state = record["State"]
             states.append(ServiceState(
-                service=container.config.labels.get("com.docker.compose.service", "?"),
-                where=container.name,
-                state="restarting" if state.restarting else state.status,
-                health=state.health.status if state.health else "",
-                exit_code=state.exit_code or 0,
-                restarts=container.restart_count or 0,
+                service=(record["Config"].get("Labels") or {}).get("com.docker.compose.service", "?"),
+                where=record["Name"].lstrip("/"),
+                state="restarting" if state.get("Restarting") else state["Status"],
+                health=(state.get("Health") or {}).get("Status", ""),
+                exit_code=state.get("ExitCode") or 0,
+                restarts=record.get("RestartCount") or 0,
             ))
         return sorted(states, key=lambda s: (ROLES.index(s.service) if s.service in ROLES else 99, s.where))
 

@@ -138,4 +138,4 @@ def test_status_of_a_known_stack_with_the_engine_gone(cli, tmp_path):
     assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
     result = cli.run("status", "--name", name, env=cli.env(DOCKER_HOST=f"unix://{tmp_path}/no-such-docker.sock"))
     assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "docker compose ps failed" in result.stderr and "Docker engine" in result.stderr
+    assert "cannot list the containers of stack" in result.stderr and "Docker engine" in result.stderr
