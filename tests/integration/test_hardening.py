@@ -173,3 +173,32 @@ def test_a_read_only_database_file_is_read_only_to_the_service(cli, client, tmp_
     checksum, status = put_result("writable")
     assert status == 200
     assert stored(checksum), "chmod 644 makes the database writable again"
+
+
+SLIM_CHECK = """
+import importlib.util, json, pathlib, sysconfig
+site = pathlib.Path(sysconfig.get_paths()["purelib"])
+zstd = None
+if importlib.util.find_spec("zstandard"):
+    import zstandard
+    zstd = zstandard.backend
+print(json.dumps({"pip": importlib.util.find_spec("pip") is not None,
+                  "setuptools": importlib.util.find_spec("setuptools") is not None,
+                  "tests": [str(p.relative_to(site)) for p in site.rglob("tests") if p.is_dir()],
+                  "zstandard": zstd}))
+"""
+
+
+def test_images_ship_only_what_runs(cli):
+    """No pip or setuptools in the images (pip-install brings its own and takes it away), no
+    test suites, and zstandard still imports, with its C backend (its cffi one is dropped)."""
+    listed = [line.split("\t") for line in cli.run("images", "list", check=True).stdout.splitlines() if "\t" in line]
+    assert {row[0] for row in listed} == set(SERVICES), listed
+    for role, tag, *_ in listed:
+        out = subprocess.run(["docker", "run", "--rm", "--entrypoint", "python3", tag, "-c", SLIM_CHECK],
+                             capture_output=True, text=True, check=True).stdout
+        found = json.loads(out)
+        assert found["pip"] is False and found["setuptools"] is False, (role, found)
+        assert found["tests"] == [], (role, found["tests"][:5])
+        if role != "database":  # the hashserver, scheduler and worker locks have zstandard
+            assert found["zstandard"] == "cext", (role, found)
