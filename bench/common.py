@@ -103,6 +103,16 @@ def image_tags(workspace: Workspace) -> dict[str, str]:
     return dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)
 
 
+def saved_mb(tags: list[str]) -> float:
+    """MB that `docker save` writes for these images: every shared layer counted once, as
+    they sit on disk and travel to a remote host."""
+    with subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE) as save:
+        size = sum(len(chunk) for chunk in iter(lambda: save.stdout.read(1 << 20), b""))
+    if save.returncode:
+        raise SystemExit(f"docker save {' '.join(tags)} failed ({save.returncode})")
+    return size / 1e6
+
+
 def client_venv() -> Path:
     """A Seamless client venv matching the stack (the tests' one when CI exported it)."""
     given = os.environ.get("SEAMLESS_STACK_CLIENT_VENV")

@@ -10,7 +10,8 @@ the same lock files, commands, preload and readiness, unsecured), in interleaved
   - parallel:   N more, PARALLEL at a time;
   - put, get:   SIZE MB to and from the hashserver;
   - scaling:    time to ready with each worker count of --workers-scaling, both sides, and
-                how it grows: `ratio ready_8_over_1_stack`, `ratio ready_8_over_1_bare`.
+                how it grows: `ratio ready_8_over_1_stack`, `ratio ready_8_over_1_bare`;
+  - images:     the four images' size, shared layers once (`docker save`).
 
 The workload is bench/client/workload.py: a plain Seamless client that only sources each
 side's environment output. Prints the medians and the ratios stack / bare.
@@ -25,7 +26,7 @@ import itertools
 import statistics
 
 from bench import bare
-from bench.common import Workspace, alternate, client_venv, image_tags, log, report, short_id
+from bench.common import Workspace, alternate, client_venv, image_tags, log, report, saved_mb, short_id
 from bench.security_cost import MEASURES, smoke, workload, workload_parser
 
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
             return stack.start()
 
     try:
-        image_tags(ws)  # warm: images built, bare venvs made, before anything is timed
+        tags = image_tags(ws)  # warm: images built, bare venvs made, before anything is timed
         log("bare venvs")
         bare.venvs()
         venv = client_venv()
@@ -96,6 +97,7 @@ def main(argv: list[str] | None = None) -> None:
                 for i, side in enumerate(("stack", "bare")):
                     growth = statistics.median(ready[workers][i]) / statistics.median(ready[1][i])
                     print(f"  ratio ready_{workers}_over_1_{side}  {growth:.2f}", flush=True)
+        print(f"images: the four, shared layers once (docker save): {saved_mb(sorted(set(tags.values()))):.0f} MB", flush=True)
     finally:
         ws.remove()
 
