@@ -33,13 +33,12 @@ import time
 import urllib.request
 from pathlib import Path
 
-from seamless_stack.health import POLL_INTERVAL
-
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = {role: ROOT / "images" / "lock" / f"{role}.txt" for role in ("hashserver", "database", "dask")}
 PRELOAD = ROOT / "images" / "preload" / "seamless_stack_preload.py"
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"  # Debian's, as in the images
 HOST = "127.0.0.1"
+POLL_INTERVAL = 0.1  # as the health gate polls (stack/health.py)
 # Variables that would steer the services (Seamless, Dask configuration) away from the images' setup.
 _STEERING = ("SEAMLESS_", "DASK_", "HASHSERVER_", "DATABASE_DIR", "PYTHON")
 
@@ -148,7 +147,7 @@ class BareStack:
                     raise RuntimeError(f"bare {name} exited ({proc.returncode}):\n{self.log_tail(name)}")
             if time.monotonic() - start > timeout:
                 raise RuntimeError(f"bare services not ready after {timeout:.0f}s; scheduler log:\n{self.log_tail('scheduler')}")
-            time.sleep(POLL_INTERVAL)  # as the health gate polls
+            time.sleep(POLL_INTERVAL)
 
     def log_tail(self, name: str, chars: int = 3000) -> str:
         return (self.root / "logs" / f"{name}.log").read_text(errors="replace")[-chars:]
