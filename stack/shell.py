@@ -9,6 +9,7 @@ reported with its stderr, a timeout named).
 from __future__ import annotations
 
 import atexit
+import functools
 import shlex
 import shutil
 import subprocess
@@ -97,18 +98,19 @@ class SSHShell(Shell):
         return str(self.destination)
 
 
-_CONTROL_DIR: list[str] = []  # this process's folder for SSH control sockets, made on first use
-
-
 def shared_connection() -> list[str]:
     """ssh options that make every command of this process to a host share one connection
     (OpenSSH ControlMaster): a login per `up`, not per round trip. The master leaves with
     this process (closed at exit; ControlPersist bounds it if the process is killed)."""
-    if not _CONTROL_DIR:
-        folder = tempfile.mkdtemp(prefix="seamless-stack-ssh-")  # mode 0700: only we reach the sockets
-        _CONTROL_DIR.append(folder)
-        atexit.register(_close_connections, folder)
-    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={_CONTROL_DIR[0]}/%C", "-o", "ControlPersist=30"]
+    return ["-o", "ControlMaster=auto", "-o", f"ControlPath={_control_dir()}/%C", "-o", "ControlPersist=30"]
+
+
+@functools.cache
+def _control_dir() -> str:
+    """This process's folder for SSH control sockets, made on first use (mode 0700: only we reach them)."""
+    folder = tempfile.mkdtemp(prefix="seamless-stack-ssh-")
+    atexit.register(_close_connections, folder)
+    return folder
 
 
 def _close_connections(folder: str) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Iterable
@@ -49,7 +48,7 @@ def worker_job_script(shell: Shell, scheduler_sif: str, options: dict) -> str:
     named by its image, so the same options give the same script: kept after the first time
     (rendering starts a container, seconds on a busy login node)."""
     key = hashlib.sha256(json.dumps([str(shell), scheduler_sif, options], sort_keys=True).encode()).hexdigest()[:24]
-    cached = Path(os.path.expanduser("~")) / ".cache" / "seamless-stack" / "worker-jobs" / f"{key}.sh"
+    cached = Path.home() / ".cache" / "seamless-stack" / "worker-jobs" / f"{key}.sh"
     if cached.is_file():
         return cached.read_text()
     logs = quote(options["log_directory"])  # dask-jobqueue makes sure it exists

@@ -43,7 +43,6 @@ def test_write_creates_owner_only_files(tmp_path):
 
 
 def test_ssh_commands_of_one_process_share_a_connection():
-
     first = SSHShell(Destination.parse("alice@big")).argv("true")
     second = SSHShell(Destination.parse("bob@other:2222")).argv("true")
     control = [a for a in first if a.startswith("ControlPath=")]
