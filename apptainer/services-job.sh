@@ -2,7 +2,7 @@
 # these variables (all paths on the cluster's shared file system):
 #   SS_NAME SS_STACK_DIR SS_TLS_DIR SS_CONTAINED SS_SIF_HASHSERVER SS_SIF_DATABASE SS_SIF_SCHEDULER SS_SIF_WORKER
 #   SS_BUFFER_DIR SS_DATABASE_DIR SS_PORT_START SS_PORT_END SS_SCHEDULER_PORT (may be empty)
-#   SS_THREADS SS_MODE (adaptive | local) SS_LOCAL_WORKERS SS_JOBQUEUE (JSON, adaptive mode)
+#   SS_THREADS (Seamless workers per Dask worker) SS_DASK_THREADS SS_THROTTLE SS_MODE (adaptive | local) SS_LOCAL_WORKERS SS_JOBQUEUE (JSON, adaptive mode)
 # It runs hashserver, database and the Dask scheduler as Apptainer containers on this node,
 # reports node and ports in $SS_STACK_DIR/services.json, and ends (stopping everything, and
 # through the relay every worker job) when any service ends or the job is cancelled.
@@ -73,7 +73,8 @@ else
     run "$SS_SIF_SCHEDULER" dask scheduler --protocol tls --host 0.0.0.0 --port "$scheduler_port" \
         --dashboard-address ":$dashboard_port" --preload /opt/seamless-stack/seamless_stack_preload.py
     for _ in $(seq "$SS_LOCAL_WORKERS"); do  # the single-node variant: workers in this job
-        run "$SS_SIF_WORKER" dask worker "tls://$address:$scheduler_port" --nthreads "$SS_THREADS" --nworkers 1
+        APPTAINERENV_SEAMLESS_WORKER_TRANSFORMATION_THROTTLE=$SS_THROTTLE \
+            run "$SS_SIF_WORKER" dask worker "tls://$address:$scheduler_port" --nthreads "$SS_DASK_THREADS" --nworkers 1
     done
 fi
 

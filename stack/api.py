@@ -84,6 +84,7 @@ def up(spec: StackSpec, progress: Progress = _quiet, *, backends: Mapping[str, t
         return _converge(state.load(spec.name), spec, progress, backends, gate)
     with _credentials_kept_only_on_success(spec.name):
         backend = backends[spec.method].prepare(spec, progress)
+        check_database_free(backend.deployment)
         leftovers = backend.leftovers()
         if leftovers:
             raise StackError(f"stack {spec.name!r} has no state record but {', '.join(leftovers)} still run",
@@ -102,6 +103,28 @@ def up(spec: StackSpec, progress: Progress = _quiet, *, backends: Mapping[str, t
     _report_ready(backend.deployment, f"ready in {ready_in:.1f}s ({time.monotonic() - started:.1f}s in all)", progress)
     seamless_config.refresh(backend.deployment, progress)  # connected Seamless projects: the new addresses
     return backend.deployment
+
+
+def check_database_free(deployment: Deployment, others: Callable[[], list[Deployment]] = state.load_all) -> None:
+    """One SQLite file, one writer: two database servers on one file corrupt it (and on a
+    network file system lose it). Another stack of this user on the same machine with the
+    same database directory holds it until its `down`."""
+    where = _services_host(deployment)
+    for other in others():
+        if other.name != deployment.name and _services_host(other) == where and \
+                os.path.normpath(other.database_dir) == os.path.normpath(deployment.database_dir):
+            raise StackError(f"database directory {deployment.database_dir} is held by stack {other.name!r} "
+                             "(one SQLite file has one writer)",
+                             f"give stack {deployment.name!r} its own --database-dir, or take the other down "
+                             f"(`seamless-stack down --name {other.name}`)")
+
+
+def _services_host(deployment: Deployment) -> str:
+    """The machine whose file system holds the storage: this one, or the SSH host (its user aside)."""
+    destination = deployment.ssh_destination or (deployment.slurm.login if deployment.slurm else None)
+    if not destination or destination == "this machine":
+        return "this machine"
+    return destination.rpartition("@")[2]
 
 
 @contextlib.contextmanager
@@ -233,12 +256,13 @@ def restart(name: str, service: str, progress: Progress = _quiet) -> None:
 
 
 def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progress,
-           port_range: tuple[int, int] = DEFAULT_PORT_RANGE) -> None:
+           port_range: tuple[int, int] | None = None) -> None:
     """Reach a stack from here until Ctrl-C: SSH forwards to the services of a stack over SSH
     (the environment file holds their local ports while they stand; a dropped connection is
     re-established on the same ports), and for a secured stack the owner-only forwarder that
     Seamless' configuration route needs (connected projects use its ports meanwhile)."""
     deployment = state.load(name)
+    port_range = port_range or deployment.port_range or DEFAULT_PORT_RANGE  # local ports: the stack's range by default
     secured = deployment.credentials_dir is not None
     if deployment.ssh_destination is None and not secured:
         raise StackError(f"stack {name!r} is reached directly, not over SSH: it needs no tunnel",

@@ -56,7 +56,7 @@ def _add_up_options(parser: argparse.ArgumentParser, bind_help: str) -> None:
     parser.add_argument("--workers", type=int, default=_spec_default("workers"), help="Dask worker containers (default %(default)s)")
     parser.add_argument("--threads", type=int, default=_spec_default("threads"), help="threads = Seamless workers per Dask worker (default %(default)s)")
     parser.add_argument("--buffer-dir", help="hashserver buffers (default: $HASHSERVER_BUFFER_DIR, else ~/.seamless/buffers; remote: there)")
-    parser.add_argument("--database-dir", help="database directory (default: $DATABASE_DIR, else ~/.seamless/database; remote: there)")
+    parser.add_argument("--database-dir", help="database directory (default: $DATABASE_DIR, else ~/.seamless/database for the stack named default and ~/.seamless/database-NAME for others; remote: there)")
     parser.add_argument("--worker-requirements", help="pip requirements file: build and use a worker image with these libraries")
     parser.add_argument("--base-image", help="base image to build from (default: seamless-stack/base:bookworm if made, else debian:bookworm-slim)")
     parser.add_argument("--timeout", type=float, default=_spec_default("timeout"), help="seconds to wait for readiness (default %(default)s)")
@@ -143,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
     tunnel = commands.add_parser("tunnel", help="SSH forwards to a stack over SSH, and the owner-only forwarder of Seamless' configuration route for a secured stack; blocks until Ctrl-C")
     _add_name(tunnel)
     tunnel.add_argument("--format", choices=FORMATS, default="shell")
-    tunnel.add_argument("--port-range", help="local ports to use where the classic ones (5522, 5577, 8786, 8787) are busy")
+    tunnel.add_argument("--port-range", help="local ports for the forwards and the forwarder (default: the stack's own --port-range; over SSH the classic 5522, 5577, 8786, 8787 where free)")
 
     connect = commands.add_parser(
         "connect", help="let a Seamless project use the stack through seamless.config.init() (its own YAML files)",
@@ -320,7 +320,8 @@ def _sif(args) -> int:
 
 
 def _tunnel(args) -> int:
-    port_range = parse_port_range(args.port_range, os.environ)
+    asked = args.port_range or os.environ.get("RANDOM_PORT_START") or os.environ.get("RANDOM_PORT_END")
+    port_range = parse_port_range(args.port_range, os.environ) if asked else None  # else the stack's own
     # Ctrl-C, `kill` or a closed terminal close the tunnel cleanly (files back as without it),
     # also when started in the background of a script, where SIGINT arrives ignored.
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):

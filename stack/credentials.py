@@ -149,9 +149,12 @@ def _openssl(*args: str) -> str:
 
 
 def dask_client_variables(folder: str) -> dict[str, str]:
-    """What a Dask client needs for the stack's mutual TLS: the CA and its client identity."""
+    """What a Dask client needs for the stack's mutual TLS: the CA and its client identity.
+
+    Not REQUIRE_ENCRYPTION: the addresses beside these are tls:// anyway, and in a shell that
+    sourced them it would refuse the plain tcp:// of Seamless' configuration route (the
+    owner-only forwarder of `seamless-stack tunnel`), breaking connected projects."""
     return {
-        "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
         "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": f"{folder}/ca.crt",
         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT": f"{folder}/client.crt",
         "DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY": f"{folder}/client.key",

@@ -28,6 +28,16 @@ def stacks_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return seamless_home(environ) / "stacks"
 
 
+DEFAULT_NAME = "default"
+
+
+def default_database_dir(name: str) -> str:
+    """One SQLite file has one writer: each stack its own database by default (the default
+    stack keeps the classic ~/.seamless/database). Buffers are content-addressed and written
+    atomically, so every stack shares ~/.seamless/buffers."""
+    return "~/.seamless/database" if name == DEFAULT_NAME else f"~/.seamless/database-{name}"
+
+
 def compose_project(name: str) -> str:
     """One Compose project (and Slurm job-name prefix) per stack name: stacks run side by side."""
     return f"seamless-{name}"

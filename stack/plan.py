@@ -51,7 +51,7 @@ class Deployment:
     name: str
     method: str  # local | remote | slurm
     workers: int
-    threads: int
+    threads: int  # Seamless workers per Dask worker
     bind: str
     buffer_dir: str  # paths where the services run
     database_dir: str
@@ -63,6 +63,14 @@ class Deployment:
     placement: Placement | None = None
     compose: ComposeRecord | None = None
     slurm: SlurmRecord | None = None
+    throttle: int = 3  # Seamless' transformation throttle (records of older versions lack it)
+    port_range: tuple[int, int] | None = None  # the stack's ports; `tunnel` draws its own from it too
+
+    @property
+    def dask_threads(self) -> int:
+        """Dask threads per worker, as Seamless' own deployment gives them: a nested
+        transformation holds a thread while its children run (threads x throttle)."""
+        return self.threads * self.throttle
 
     @property
     def project(self) -> str:
@@ -129,6 +137,8 @@ class Deployment:
         values = {k: v for k, v in data.items() if k in known}
         for key, kind in nested.items():
             values[key] = kind(**data[key]) if data.get(key) is not None else None
+        if values.get("port_range") is not None:  # JSON has lists only
+            values["port_range"] = tuple(values["port_range"])
         deployment = cls(**values)
         deployment.validate()
         return deployment
@@ -150,10 +160,11 @@ class Deployment:
 
 def _common(spec: StackSpec, buffer_dir: str, database_dir: str, workers: int) -> dict:
     return dict(
-        name=spec.name, method=spec.method, workers=workers, threads=spec.threads, bind=spec.bind,
+        name=spec.name, method=spec.method, workers=workers, threads=spec.threads, throttle=spec.throttle, bind=spec.bind,
         buffer_dir=buffer_dir, database_dir=database_dir,
         env_file=str(spec.env_file or StackFiles.of(spec.name).env), settings=spec.settings(),
         access=spec.access, ssh_destination=str(spec.remote) if spec.remote else None,
+        port_range=tuple(spec.port_range),
     )
 
 

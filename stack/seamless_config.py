@@ -50,6 +50,7 @@ Progress = Callable[[str], None]
 
 CLUSTER_PREFIX = "seamless-stack-"
 SERVICES = ("hashserver", "database", "daskserver")
+QUEUE = "default"  # the one queue of our cluster files (its name is a sentence unless ready)
 MODE = "rw"  # what seamless_remote asks for (buffer and database clients are writable; daskserver: always rw)
 # remote-http-launcher 0.4.5: keys are file names of these characters (FILENAME_RE).
 KEY_CHARS = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -109,6 +110,13 @@ def launcher_key(service: str, cluster: str, project: Project) -> str:
     with PROJECTSUBDIR = /project and STAGEDIR (daskserver: STAGESUBDIR) = /STAGE-x or ''."""
     path = "/" + project.project + (f"/STAGE-{project.stage}" if project.stage else "")
     return f"{service}-{cluster}-{MODE}-{path.strip('/').replace('/', '--')}"
+
+
+def pure_dask_key(cluster: str) -> str:
+    """Pure-Dask mode (a stage with `persistent: false` and `execution: remote`): seamless-config
+    0.3.2 launches `pure_daskserver`, keyed `pure-daskserver-$CLUSTER-$QUEUE` (no project, no
+    stage); the queue is the cluster's default, which is QUEUE in our cluster files."""
+    return f"pure-daskserver-{cluster}-{QUEUE}"
 
 
 def _label(stack: str) -> str:
@@ -250,7 +258,7 @@ def cluster_definition(stack: str, form: str, *, method: str, threads: int = 1,
         "unknown_task_duration": "1m", "target_duration": "10m", "maximum_jobs": 1,
     }
     messages = {
-        "ready": "default",
+        "ready": QUEUE,
         "tunnel": f"stack {stack} is reached through seamless-stack tunnel: run `seamless-stack tunnel --name {stack}` and keep it running",
         "down": f"stack {stack} is down: start it with `seamless-stack up {method} --name {stack}` (with its options)",
     }
@@ -261,7 +269,7 @@ def cluster_definition(stack: str, form: str, *, method: str, threads: int = 1,
         "frontends": [{"hostname": host, "ssh_hostname": fake, service: service_fields[service]}
                       for service, (host, _) in frontends.items()],
         "default_queue": messages[form],
-        "queues": {"default": queue},
+        "queues": {QUEUE: queue},
     }}
 
 
@@ -300,6 +308,10 @@ def client_files(deployment: Deployment, projects: Iterable[Project], local_port
                 "managed_by": "seamless-stack", "stack": deployment.name,
             }
             files[launcher_key(service, cluster, project)] = content
+    if files:  # one per cluster: the scheduler, as the daskserver files name it
+        daskserver = next(c for c in files.values() if c["meta"]["service"] == "daskserver")
+        meta = {**daskserver["meta"], "service": "pure-daskserver", "project": None, "stage": None, "queue": QUEUE}
+        files[pure_dask_key(cluster)] = {**daskserver, "meta": meta}
     return files
 
 
@@ -337,6 +349,8 @@ def _remove_client_files(stack: str, projects: Iterable[Project]) -> None:
     for project in projects:
         for service in SERVICES:
             (folder / f"{launcher_key(service, cluster, project)}.json").unlink(missing_ok=True)
+    if not set(connected(stack)) - set(projects):  # the last project goes: the cluster's own file too
+        (folder / f"{pure_dask_key(cluster)}.json").unlink(missing_ok=True)
 
 
 def needs_tunnel(deployment: Deployment) -> bool:
@@ -464,6 +478,10 @@ def check_reachable(deployment: Deployment, record: Record) -> list[str]:
     return problems
 
 
+MODES_NOTE = ("stage modes: persistent (hashserver, database and daskserver files per project and stage) and "
+              "pure Dask (stages with `persistent: false`: the cluster's pure-daskserver file)")
+
+
 def security_note(deployment: Deployment) -> str:
     """What this route protects, said where the user connects (docs/seamless-config.md, Security)."""
     if deployment.credentials_dir:
@@ -493,6 +511,7 @@ def connect(stack: str, projects: Iterable[Project], progress: Progress = _quiet
     form = write_files(stack, record, deployment)
     progress(f"connected {', '.join(map(str, projects))} to stack {stack!r}: cluster {cluster_name(stack)} "
              f"in {cluster_file(stack)}, client files in {launcher_client_dir()}")
+    progress(MODES_NOTE)
     progress(security_note(deployment))
     if form == "tunnel":
         progress(f"run `seamless-stack tunnel --name {stack}` and keep it running while the project runs "

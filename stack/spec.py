@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Mapping
 
 from .errors import StackError
-from .layout import DEFAULT_PORT_RANGE, compose_project, seamless_home
+from .layout import DEFAULT_NAME, DEFAULT_PORT_RANGE, compose_project, default_database_dir, seamless_home
 from .ssh import Destination
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 SLURM_NAME = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")  # partitions, accounts
 MAX_WORKERS, MAX_THREADS, MAX_JOBS, MAX_CPUS = 64, 64, 256, 1024
+MAX_THROTTLE = 16
+THROTTLE_VARIABLE = "SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"
 MAX_TIMEOUT = 86400
 LOOPBACK = ("127.0.0.1", "::1", "localhost")  # binds only this machine reaches
 METHOD_DEFAULTS = {  # access, bind when the user gives none
@@ -54,15 +56,16 @@ class SlurmOptions:
 
 @dataclass(frozen=True)
 class StackSpec:
-    name: str = "default"
+    name: str = DEFAULT_NAME
     method: str = "local"
     port_range: tuple[int, int] = DEFAULT_PORT_RANGE
     scheduler_port: int | None = None
     workers: int = 1
-    threads: int = 3
+    threads: int = 3  # Seamless workers per Dask worker
+    throttle: int = 3  # Seamless' transformation throttle: Dask threads = threads x throttle
     bind: str = "127.0.0.1"
     buffer_dir: str = "~/.seamless/buffers"  # a path where the services run
-    database_dir: str = "~/.seamless/database"
+    database_dir: str = default_database_dir(DEFAULT_NAME)
     env_file: Path | None = None
     remote: Destination | None = None  # the remote Docker host, or the Slurm login node
     access: str = "direct"  # direct | ssh
@@ -161,7 +164,7 @@ def one_line(value: str | None, what: str) -> str | None:
     return value
 
 
-def resolve_dir(text: str | None, env_name: str, default: Path, environ: Mapping[str, str]) -> Path:
+def resolve_dir(text: str | None, env_name: str, default: Path | str, environ: Mapping[str, str]) -> Path:
     """Option, else environment variable, else default; '~' and relative paths resolved."""
     return expand(text or environ.get(env_name) or str(default), environ)
 
@@ -211,7 +214,7 @@ def build_spec(
         bind = "0.0.0.0" if (method == "remote" and access == "direct") else default_bind
     # Elsewhere, paths are resolved there (`~` is that user's home): only checked here.
     buffers = one_line(buffer_dir, "--buffer-dir") or option_default(StackSpec, "buffer_dir")
-    database = one_line(database_dir, "--database-dir") or option_default(StackSpec, "database_dir")
+    database = one_line(database_dir, "--database-dir") or default_database_dir(name)
     if method == "slurm":
         destination = Destination.parse(remote) if remote else None
         slurm = validate_slurm(slurm or SlurmOptions())
@@ -222,7 +225,7 @@ def build_spec(
     else:
         destination = None
         buffers = str(resolve_dir(buffer_dir, "HASHSERVER_BUFFER_DIR", home / "buffers", environ))
-        database = str(resolve_dir(database_dir, "DATABASE_DIR", home / "database", environ))
+        database = str(resolve_dir(database_dir, "DATABASE_DIR", default_database_dir(name), environ))
     if insecure and (method != "local" or bind not in LOOPBACK):
         raise StackError("--insecure is only for a local stack published on 127.0.0.1",
                          "drop --insecure: the stack's credentials are made for you and the environment output carries them")
@@ -235,6 +238,7 @@ def build_spec(
         scheduler_port=parse_port(scheduler_port, "--scheduler-port") if scheduler_port is not None else None,
         workers=bounded(workers, "--workers", 1, MAX_WORKERS),
         threads=bounded(threads, "--threads", 1, MAX_THREADS),
+        throttle=transformation_throttle(environ),
         bind=parse_bind(bind, method),
         buffer_dir=buffers,
         database_dir=database,
@@ -248,6 +252,19 @@ def build_spec(
         rotate=rotate,
         slurm=slurm,
     )
+
+
+def transformation_throttle(environ: Mapping[str, str]) -> int:
+    """Seamless' own knob, read as Seamless reads it (seamless_transformer.worker): nested
+    transformations hold a Dask thread while their children run, so each Seamless worker
+    needs this many Dask threads or nested work deadlocks."""
+    raw = environ.get(THROTTLE_VARIABLE, "").strip() or option_default(StackSpec, "throttle")
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StackError(f"{THROTTLE_VARIABLE}={raw!r} is not a number",
+                         "set it to a whole number of transformations per Seamless worker (Seamless' default: 3)") from None
+    return bounded(value, THROTTLE_VARIABLE, 1, MAX_THROTTLE)
 
 
 SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")

@@ -101,6 +101,8 @@ class ComposeBackend(Backend):
             "HASHSERVER_BUFFER_DIR": d.buffer_dir,
             "DATABASE_DIR": d.database_dir,
             "THREADS": str(d.threads),
+            "DASK_THREADS": str(d.dask_threads),
+            "THROTTLE": str(d.throttle),
             "WORKERS": str(d.workers),
             **({"CREDENTIALS_DIR": record.host_credentials_dir} if record.host_credentials_dir else {}),
             **({"HTTP_SCHEME": "https", "HTTP_TLS_CERT": "/tls/server.crt", "HTTP_TLS_KEY": "/tls/server.key"}
@@ -123,7 +125,8 @@ class ComposeBackend(Backend):
     def start(self, progress: Progress) -> None:
         d = self.deployment
         where = f" on {d.ssh_destination}" if d.ssh_destination else ""
-        progress(f"starting stack {d.name!r}{where}: {d.workers} worker(s) x {d.threads} threads, ports {d.ports}")
+        progress(f"starting stack {d.name!r}{where}: {d.workers} worker(s) x {d.threads} Seamless workers "
+                 f"({d.dask_threads} Dask threads), ports {d.ports}")
         self._compose("up", "`seamless-stack logs` shows the services' output", lambda: self.docker.compose.up(
             detach=True, quiet=True, pull="never"))
 

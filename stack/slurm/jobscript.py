@@ -6,6 +6,7 @@ import json
 from typing import Iterable
 
 from ..shell import quote
+from ..spec import THROTTLE_VARIABLE
 from . import APPTAINER_DIR
 
 
@@ -53,7 +54,7 @@ def worker_job_options(spec, deployment) -> dict:
     options, record = spec.slurm, deployment.slurm
     lifetime, stagger = lifetimes(options.worker_walltime)
     return {
-        "cores": spec.threads,  # threads per worker = Seamless workers per worker
+        "cores": spec.threads,  # CPUs per worker job = Seamless workers per Dask worker
         "processes": 1,
         "memory": options.worker_memory,
         "walltime": options.worker_walltime,
@@ -64,9 +65,10 @@ def worker_job_options(spec, deployment) -> dict:
         # No home directory in the container (a transformation cannot read ~/.ssh); the
         # credentials read-only; the CA in the bundle that verifies the services' HTTPS.
         "python": f"apptainer exec {CONTAINED} --bind {tls_dir(record.stack_dir)}:/tls:ro --env SSL_CERT_FILE=/tls/bundle.pem "
-                  f"--env TMPDIR=$TMPDIR {record.sifs['worker']} python3",
+                  f"--env TMPDIR=$TMPDIR --env {THROTTLE_VARIABLE}={deployment.throttle} {record.sifs['worker']} python3",
         "local_directory": "$TMPDIR",
-        "worker_extra_args": ["--lifetime", lifetime, "--lifetime-stagger", stagger],
+        # Seamless' thread layout (a later --nthreads wins over dask-jobqueue's cores/processes)
+        "worker_extra_args": ["--nthreads", str(deployment.dask_threads), "--lifetime", lifetime, "--lifetime-stagger", stagger],
         "log_directory": f"{record.stack_dir}/workers",
         "adapt": {"minimum_jobs": options.min_jobs, "maximum_jobs": options.max_jobs},
     }
@@ -101,6 +103,8 @@ def services_job_script(spec, deployment, job_name: str) -> str:
         "SS_PORT_END": str(spec.port_range[1]),
         "SS_SCHEDULER_PORT": str(spec.scheduler_port or ""),
         "SS_THREADS": str(spec.threads),
+        "SS_DASK_THREADS": str(deployment.dask_threads),
+        "SS_THROTTLE": str(deployment.throttle),
         "SS_MODE": record.mode,
         "SS_LOCAL_WORKERS": str(options.local_workers),
         "SS_JOBQUEUE": json.dumps(jobqueue),

@@ -89,8 +89,9 @@ def fake(tmp_path, monkeypatch):
 
 
 def spec(tmp_path, **options):
-    return build_spec(name=options.pop("name", "s1"), buffer_dir=str(tmp_path / "b"), database_dir=str(tmp_path / "d"),
-                      environ={"HOME": str(tmp_path)}, **options)
+    name = options.pop("name", "s1")
+    options.setdefault("database_dir", str(tmp_path / f"d-{name}"))  # one writer per database
+    return build_spec(name=name, buffer_dir=str(tmp_path / "b"), environ={"HOME": str(tmp_path)}, **options)
 
 
 def up(s, gate=lambda backend, timeout, progress: 0.1, lines=None):
@@ -222,3 +223,13 @@ def test_a_corrupt_record_is_one_line_about_that_stack_only(fake, tmp_path, cont
 def test_records_round_trip(fake, tmp_path):
     d = up(spec(tmp_path))
     assert Deployment.from_dict(json.loads(json.dumps(d.to_dict()))) == d
+
+
+def test_a_second_stack_on_a_held_database_directory_is_refused(fake, tmp_path):
+    up(spec(tmp_path, name="first", database_dir=str(tmp_path / "db")))
+    with pytest.raises(StackError, match=r"database directory .*/db is held by stack 'first'.*own --database-dir"):
+        up(spec(tmp_path, name="second", database_dir=str(tmp_path / "db") + "/"))
+    assert not state.exists("second"), "nothing of the refused stack is left"
+    up(spec(tmp_path, name="second"))  # its own database: fine, the buffer store is shared
+    api.down("first", lambda line: None, backends={"local": fake})
+    up(spec(tmp_path, name="third", database_dir=str(tmp_path / "db")))  # free again after `down`

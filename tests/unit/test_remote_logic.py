@@ -1,11 +1,14 @@
 """Pure logic of the remote and Slurm methods: parsing, paths, job scripts, environment sections."""
 
 import json
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from seamless_stack import credentials
 from seamless_stack.hosts import listening_ports
+from seamless_stack.layout import ROLES
 from seamless_stack.plan import ComposeRecord, Deployment, Placement, SlurmRecord
 from seamless_stack.slurm.jobscript import lifetimes, services_job_script, walltime_seconds
 from seamless_stack.slurm.sif import sif_name
@@ -102,6 +105,20 @@ def test_services_job_script():
     assert jobqueue["adapt"] == {"minimum_jobs": 0, "maximum_jobs": 5} and jobqueue["cores"] == 2 and jobqueue["processes"] == 1
     assert jobqueue["job_extra_directives"] == ["--gres=gpu:1"] and "--lifetime" in jobqueue["worker_extra_args"]
     assert "/s/s.sif python3" in jobqueue["python"]
+    # Seamless' thread layout: 2 Seamless workers x throttle 3 = 6 Dask threads on 2 CPUs
+    extra = jobqueue["worker_extra_args"]
+    assert extra[extra.index("--nthreads") + 1] == "6" and "SEAMLESS_WORKER_TRANSFORMATION_THROTTLE=3" in jobqueue["python"]
+    assert "export SS_THREADS=2\n" in script and "export SS_DASK_THREADS=6\n" in script and "export SS_THROTTLE=3\n" in script
+
+
+def test_compose_workers_get_seamless_thread_layout():
+    from seamless_stack.backends.compose import ComposeBackend
+    d = _deployment(method="local", threads=2, throttle=4, compose=ComposeRecord(images={r: "i" for r in ROLES}, uid=1, gid=1))
+    variables = ComposeBackend.compose_environment(SimpleNamespace(deployment=d))
+    assert (variables["THREADS"], variables["DASK_THREADS"], variables["THROTTLE"]) == ("2", "8", "4")
+    compose = (Path(__file__).parents[2] / "compose" / "compose.yaml").read_text()
+    assert "THREADS: ${DASK_THREADS" in compose and "SEAMLESS_WORKER_TRANSFORMATION_THROTTLE: ${THROTTLE" in compose
+    assert "SEAMLESS_STACK_SEAMLESS_WORKERS: ${THREADS" in compose, "the plugin starts THREADS Seamless workers"
 
 
 @pytest.mark.parametrize("options, message", [

@@ -123,12 +123,15 @@ def test_yaml_writer_round_trips(form, tmp_path):
 def test_client_files_direct_local():
     files = sc.client_files(deployment(), [sc.Project("demo")])
     assert set(files) == {"hashserver-seamless-stack-s1-rw-demo", "database-seamless-stack-s1-rw-demo",
-                          "daskserver-seamless-stack-s1-rw-demo"}
+                          "daskserver-seamless-stack-s1-rw-demo", "pure-daskserver-seamless-stack-s1-default"}
     hs = files["hashserver-seamless-stack-s1-rw-demo"]
     assert (hs["hostname"], hs["port"]) == ("127.0.0.1", 61001) and "tunneled-port" not in hs
     ds = files["daskserver-seamless-stack-s1-rw-demo"]
     assert (ds["port"], ds["dashboard_port"]) == (61003, 61004)
     assert ds["meta"]["managed_by"] == "seamless-stack" and ds["meta"]["stack"] == "s1"
+    pure = files["pure-daskserver-seamless-stack-s1-default"]  # pure-Dask stages: seamless-config's own key
+    assert (pure["hostname"], pure["port"], pure["dashboard_port"]) == ("127.0.0.1", 61003, 61004)
+    assert pure["meta"]["service"] == "pure-daskserver" and pure["meta"]["queue"] == sc.QUEUE
 
 
 def test_client_files_through_a_tunnel_keep_the_workers_ports():
@@ -174,7 +177,7 @@ def test_connect_writes_owner_only_files_and_down_leaves_an_explaining_cluster_f
     assert sc.connect("s1", [sc.Project("demo"), sc.Project("demo", "gpu")], lines.append) == "ready"
     client_dir = home / ".remote-http-launcher" / "client"
     files = sorted(p.name for p in client_dir.iterdir())
-    assert len(files) == 6 and all(stat.S_IMODE((client_dir / f).stat().st_mode) == 0o600 for f in files)
+    assert len(files) == 7 and all(stat.S_IMODE((client_dir / f).stat().st_mode) == 0o600 for f in files)
     assert any("WARNING" in line and "not healthy" in line for line in lines), "nothing answers on the fake ports"
     cluster_file = home / ".seamless" / "clusters" / "seamless-stack-s1.yaml"
     assert "ready" in cluster_file.read_text() and not (home / ".seamless" / "clusters.yaml").exists()
@@ -188,10 +191,10 @@ def test_connect_writes_owner_only_files_and_down_leaves_an_explaining_cluster_f
 
     state.save(deployment())  # up again
     sc.refresh(deployment())
-    assert len(list(client_dir.iterdir())) == 6
+    assert len(list(client_dir.iterdir())) == 7
 
     sc.disconnect("s1", [sc.Project("demo", "gpu")])
-    assert len(list(client_dir.iterdir())) == 3 and cluster_file.exists()
+    assert len(list(client_dir.iterdir())) == 4 and cluster_file.exists(), "the pure-Dask file stays with demo"
     sc.disconnect("s1", None)
     assert list(client_dir.iterdir()) == [] and not cluster_file.exists()
     assert not StackFiles.of("s1").projects.exists()

@@ -14,7 +14,9 @@ def test_defaults():
     s = spec()
     assert s.port_range == DEFAULT_PORT_RANGE and s.bind == "127.0.0.1"
     assert s.buffer_dir == "/home/u/.seamless/buffers"
-    assert s.database_dir == "/home/u/.seamless/database"
+    assert s.database_dir == "/home/u/.seamless/database-s1", "one database per stack: one SQLite writer"
+    assert spec(name="default").database_dir == "/home/u/.seamless/database", "the classic place for the default stack"
+    assert s.throttle == 3, "Seamless' own transformation throttle"
     assert s.env_file is None and s.project == "seamless-s1"
 
 
@@ -38,7 +40,7 @@ def test_relative_directories_are_resolved():
 def test_remote_paths_stay_for_the_remote_to_resolve():
     s = spec({"HASHSERVER_BUFFER_DIR": "/local/only"}, method="remote", remote="alice@big:2222", access="ssh")
     assert s.remote.user == "alice" and s.remote.host == "big" and s.remote.port == 2222
-    assert s.buffer_dir == "~/.seamless/buffers" and s.database_dir == "~/.seamless/database"
+    assert s.buffer_dir == "~/.seamless/buffers" and s.database_dir == "~/.seamless/database-s1"
     assert s.remote.docker_host == "ssh://alice@big:2222"
 
 
@@ -94,3 +96,10 @@ def test_insecure_stacks_warn_and_have_nothing_to_rotate():
     with pytest.raises(StackError, match="--rotate"):
         build_spec(insecure=True, rotate=True, environ={"HOME": "/home/u"})
     assert "rotate" not in build_spec(rotate=True, environ={"HOME": "/home/u"}).settings(), "rotating is no other setting"
+
+
+def test_the_transformation_throttle_is_read_as_seamless_reads_it():
+    assert spec({"SEAMLESS_WORKER_TRANSFORMATION_THROTTLE": "5"}).throttle == 5
+    for bad in ("x", "0", "99"):
+        with pytest.raises(StackError, match="SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"):
+            spec({"SEAMLESS_WORKER_TRANSFORMATION_THROTTLE": bad})
