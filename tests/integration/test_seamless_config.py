@@ -152,7 +152,8 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
         # 2. The files: keys exactly as the client's seamless-config computes them, owner-only.
         files = client_files(cli.home)
         keys = {project.resolve_key(s, cluster, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
-        assert set(files) == keys and len(keys) == 6
+        keys.add(f"pure-daskserver-{cluster}-default")  # pure-Dask stages: seamless-config's key_template, one per cluster
+        assert set(files) == keys and len(keys) == 7
         assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
         assert (cli.home / ".seamless" / "clusters" / f"{cluster}.yaml").is_file()
         assert not (cli.home / ".seamless" / "clusters.yaml").exists()
@@ -242,3 +243,58 @@ def test_doctor_compares_a_real_client_with_the_stack(cli, client_venv, tmp_path
 
     on_path = cli.run("doctor", env=cli.env(PATH=f"{other}/bin:{os.environ['PATH']}"))  # default: python3 on PATH
     assert on_path.returncode == 1 and str(other) in on_path.stdout
+
+
+# -- a faithful deployment: Seamless' own test shapes, through `connect` ------------------------
+def run_json(project: SeamlessProject, env: dict, *args: str) -> dict:
+    out = subprocess.run(["python", "nested_project.py", *args], cwd=project.folder, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_nested_transformations_and_pure_dask_stages_on_connected_stacks(cli, client_venv, tmp_path):
+    """Seamless' thread layout (Dask threads = Seamless workers x throttle 3): nested work that
+    holds threads while its children run completes at --threads 1 and 2; a pure-Dask stage
+    finds its launcher file; the shell has sourced the stack's env file as the quick start says;
+    a second stack on a held database directory is refused in one line."""
+    env = cli.env(PATH=f"{client_venv}/bin:{os.environ['PATH']}")
+    first, second = stack_name(cli), stack_name(cli)
+    shared_database = tmp_path / "database"
+    for name, threads, dirs in ((first, "1", ("--database-dir", str(shared_database))), (second, "2", ())):
+        up = cli.up(name, "--threads", threads, *dirs, "--project", "nest", env=env)
+        assert up.returncode == 0, up.stderr
+    assert (cli.home / ".seamless" / f"database-{second}" / "seamless.db").is_file(), "its own database by default"
+
+    refused = cli.up(stack_name(cli), "--database-dir", str(shared_database), env=env)
+    last = refused.stderr.strip().splitlines()[-1]
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert last.startswith(f"seamless-stack: error: database directory {shared_database} is held by stack {first!r}"), last
+
+    for name, threads in ((first, 1), (second, 2)):
+        connect = cli.run("connect", "--name", name, "--project", "nest", "--stage", "pure-dask", env=env)
+        assert connect.returncode == 0 and "pure Dask" in connect.stderr, connect.stderr
+        project = SeamlessProject(tmp_path / f"project-{name}", client_venv, cli.home)
+        project.write_config(connect.stdout)
+        with (project.folder / "seamless.yaml").open("a") as f:  # Seamless' own pure-Dask stage
+            f.write("- stage pure-dask:\n    - persistent: false\n")
+        shutil.copy(CLIENT_SCRIPTS / "nested_project.py", project.folder)
+        sourced = subprocess.run(["bash", "-c", f"source {cli.env_file(name)} && env -0"], capture_output=True, check=True)
+        shell = {**dict(item.split("=", 1) for item in sourced.stdout.decode().split("\0") if "=" in item), **project.env()}
+        assert "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT" in shell, "the stack's env file is sourced"
+
+        tunnel = TunnelProcess(cli, name)
+        try:
+            workers = service_hostnames(name, "worker")
+            tag = uuid.uuid4().hex[:8]
+            outer = 2 * threads  # 1:1 threads deadlock at the first outer one; more than 2 per Seamless
+            # worker can still deadlock inside Seamless' own permission scheme (its S resource grows)
+            nested = run_json(project, shell, "nested", str(outer), tag)
+            labels = sorted(f"{tag}-{i}-{m}-{leaf}" for i in range(outer) for m in "12" for leaf in "ab")
+            assert nested["labels"] == labels and set(nested["hosts"]) <= workers, nested
+            pure = run_json(project, shell, "pure", "5")
+            assert pure["values"] == [0, 1, 4, 9, 16] and set(pure["hosts"]) <= workers, pure
+            files = client_files(cli.home)
+            assert f"pure-daskserver-seamless-stack-{name}-default" in files
+        finally:
+            assert tunnel.close() == 0
