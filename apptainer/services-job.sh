@@ -55,6 +55,9 @@ export APPTAINERENV_DASK_DISTRIBUTED__SCHEDULER__DASHBOARD__TLS__CA_FILE=/tls/ca
 export APPTAINERENV_SEAMLESS_STACK_WORKER_BUFFER_URL="https://$address:$hashserver_port"
 export APPTAINERENV_SEAMLESS_STACK_WORKER_DATABASE_URL="https://$address:$database_port"
 export APPTAINERENV_SEAMLESS_STACK_SEAMLESS_WORKERS=$SS_THREADS
+# No root-task queuing: nested transformations' first tasks must reach the workers whose threads
+# their parents hold (compose/compose.yaml says more).
+export APPTAINERENV_DASK_DISTRIBUTED__SCHEDULER__WORKER_SATURATION=inf
 export APPTAINERENV_SERVICE_PORT=$scheduler_port APPTAINERENV_DASHBOARD_PORT=$dashboard_port
 if [ "$SS_MODE" = adaptive ]; then
     # dask-jobqueue in the scheduler container submits worker jobs through this relay.
