@@ -61,3 +61,13 @@ def test_bench_slurm_up_vs_jobqueue(cluster):
                        timeout=1500)
     assert set(ratios) == {"ours/plain"}, ratios
     assert cluster.squeue() == [], "no job left behind"
+
+
+def test_bench_route_vs_direct(docker_engine, client_venv):
+    ratios = run_bench("route_vs_direct", timeout=600, env={"SEAMLESS_STACK_CLIENT_VENV": str(client_venv)})
+    assert set(ratios) == {"sequential:route/direct", "parallel:route/direct"}, ratios
+
+
+def test_bench_forwarder_overhead():
+    ratios = run_bench("forwarder_overhead", timeout=300)
+    assert set(ratios) == {"forwarder/direct"}, ratios

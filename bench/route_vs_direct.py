@@ -1,0 +1,163 @@
+"""Benchmark: Seamless' configuration route against the env route, on one secured local stack.
+
+  - route:  a Seamless project folder (seamless.yaml, seamless.profile.yaml as `seamless-stack
+            connect` prints them, and bench/client/route_workload.py copied in as its script,
+            which calls seamless.config.init()); it reaches the stack through the owner-only
+            forwarder of `seamless-stack tunnel`;
+  - direct: the same script with --env, from a shell that sourced the stack's environment
+            output: it calls set_remote_clients_from_env, as bench/client/workload.py does.
+            (workload.py itself cannot skip its PUT/GET: at --size-mb 0 the second run's PUT
+            of the empty buffer answers 201, already there, and workload.py wants 200.)
+
+Measured in interleaved rounds (the order alternates), as bench/security_cost.py measures:
+
+  - sequential: N fresh @direct transformations, one after another (latency);
+  - parallel:   N more, PARALLEL at a time (throughput).
+
+Prints the medians and the ratios route / direct. (--size-mb is not used here.)
+
+    .venv/bin/python -m bench.route_vs_direct [--rounds 5] [--count 50] [--parallel 6]
+    .venv/bin/python -m bench.route_vs_direct --smoke     # 1 round, 5 transformations
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+from bench.common import CLI, Workspace, client_venv, image_tags, log, report, short_id
+from bench.security_cost import smoke, workload_parser
+
+ROUTE_WORKLOAD = Path(__file__).resolve().parent / "client" / "route_workload.py"
+MEASURES = ("sequential", "parallel")
+PROJECT = "bench"
+
+
+def project_files(connect_output: str) -> dict[str, str]:
+    """{filename: text} of the project's files, from the lines `connect` printed."""
+    files, current = {}, None
+    for line in connect_output.splitlines():
+        if line.startswith("# seamless"):
+            current = line[2:].strip()
+            files[current] = []
+        elif current and line.startswith("- "):
+            files[current].append(line)
+    if set(files) != {"seamless.profile.yaml", "seamless.yaml"}:
+        raise SystemExit(f"unexpected output of `seamless-stack connect`:\n{connect_output}")
+    return {filename: "\n".join(lines) + "\n" for filename, lines in files.items()}
+
+
+class Tunnel:
+    """`seamless-stack tunnel --format json` in the background; ready once its JSON object closed."""
+
+    def __init__(self, ws: Workspace, name: str):
+        self.stderr_path = ws.home / f"tunnel-{name}.stderr"
+        self.stderr = self.stderr_path.open("w")
+        self.process = subprocess.Popen([CLI, "tunnel", "--name", name, "--format", "json"], env=ws.env,
+                                        stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        lines = []
+        while not lines or not lines[-1].startswith("}"):
+            line = self.process.stdout.readline()
+            if not line:
+                self.close()
+                raise SystemExit(f"seamless-stack tunnel ended:\n{self.stderr_path.read_text()[-3000:]}")
+            lines.append(line)
+        self.variables = json.loads("".join(lines))
+
+    def close(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.stderr.close()
+        return self.process.returncode
+
+
+def route_workload(venv: Path, home: Path, folder: Path, count: int, parallel: int) -> dict[str, float]:
+    """The project's script, run in its folder with the client venv and the workspace HOME only."""
+    done = subprocess.run(["python", ROUTE_WORKLOAD.name, str(count), str(parallel)], cwd=folder,
+                          env={"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(home)},
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"the project's workload failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def direct_workload(venv: Path, env_file: Path, count: int, parallel: int) -> dict[str, float]:
+    """The same script with --env, from a shell that sourced the env file (as security_cost.workload)."""
+    done = subprocess.run(["bash", "-c", 'source "$1"; shift; exec "$@"', "-", str(env_file),
+                           "python", str(ROUTE_WORKLOAD), "--env", str(count), str(parallel)],
+                          env={"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)},
+                          capture_output=True, text=True, timeout=1800)
+    if done.returncode != 0:
+        raise SystemExit(f"the env-route workload failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = smoke(workload_parser(__doc__).parse_args(argv))
+
+    ws = Workspace("seamless-stack-bench-route")
+    name = None
+    tunnel = None
+    try:
+        image_tags(ws)  # warm: whatever is missing is built before anything is timed
+        venv = client_venv()
+        name = f"bench-route-{short_id()}"
+        log(f"up secured stack {name}")
+        ws.cli("up", "local", "--name", name, "--threads", str(args.threads),
+               "--buffer-dir", str(ws.home / "buffers"), "--database-dir", str(ws.home / "database"))
+        path = ws.env["PATH"]
+        ws.env["PATH"] = f"{venv}/bin:{path}"  # connect checks python3 on PATH against the stack
+        try:
+            connect = ws.cli("connect", "--name", name, "--project", PROJECT)
+        finally:
+            ws.env["PATH"] = path
+        for line in connect.stderr.splitlines():
+            if "WARNING" in line:
+                log(line)
+        folder = ws.home / "project"
+        folder.mkdir()
+        for filename, text in project_files(connect.stdout).items():
+            (folder / filename).write_text(text)
+        shutil.copy(ROUTE_WORKLOAD, folder)  # init() reads the files next to the script that calls it
+        log(f"tunnel for {name}")
+        tunnel = Tunnel(ws, name)
+        env_file = ws.stacks_dir() / f"{name}.env"
+        sides = {
+            "route": lambda: route_workload(venv, ws.home, folder, args.count, args.parallel),
+            "direct": lambda: direct_workload(venv, env_file, args.count, args.parallel),
+        }
+        samples = {side: {m: [] for m in MEASURES} for side in sides}
+        for round_ in range(args.rounds):
+            order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+            for side in order:
+                log(f"round {round_ + 1}/{args.rounds}: {side}")
+                figures = sides[side]()
+                if round_ == 0:
+                    log(f"  {side} computed on worker {figures['host']}")
+                for measure in MEASURES:
+                    samples[side][measure].append(figures[measure])
+        titles = {"sequential": f"{args.count} fresh transformations, one after another",
+                  "parallel": f"{args.count} fresh transformations, {args.parallel} at a time"}
+        for measure in MEASURES:
+            report(f"{titles[measure]} (route: seamless.config + tunnel; direct: env file)",
+                   [(side, samples[side][measure]) for side in sides], f"{measure}:route/direct")
+    finally:
+        if tunnel is not None:
+            code = tunnel.close()
+            if code:
+                log(f"the tunnel ended with {code}:\n{tunnel.stderr_path.read_text()[-2000:]}")
+        if name is not None:
+            ws.cli("down", "--name", name, check=False)
+        ws.remove()
+
+
+if __name__ == "__main__":
+    main()
