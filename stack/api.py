@@ -22,6 +22,7 @@ from .backends import BACKENDS, Backend, backend_for
 from .backends.compose import remove_project
 from .connection import Connection, render
 from .errors import StackError
+from .files import write_private
 from .forward import Forwarder, routes_for
 from .health import ServiceFailed, stack_waits, wait_until_ready
 from .layout import CLASSIC_PORTS, DEFAULT_PORT_RANGE, PORTS, StackFiles
@@ -195,15 +196,9 @@ def _report_ready(deployment: Deployment, what: str, progress: Progress) -> None
 
 
 def write_env_file(deployment: Deployment, connection: Connection | None = None) -> Path:
-    path = Path(deployment.env_file)
-    path.parent.mkdir(parents=True, exist_ok=True)
     header = f"seamless-stack {deployment.name!r} ({deployment.method}, {deployment.access}); source this file"
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.touch(mode=0o600)  # it carries the stack's secret
-    tmp.write_text(render((connection or deployment.connection()).variables(), "shell", header=header))
-    os.replace(tmp, path)
-    return path
+    text = render((connection or deployment.connection()).variables(), "shell", header=header)
+    return write_private(Path(deployment.env_file), text)  # it carries the stack's secret
 
 
 # -- the other commands -------------------------------------------------------------------

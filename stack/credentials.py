@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StackError
+from .files import write_private
 from .shell import Shell, quote
 
 FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key", "http.secret", "bundle.pem")
@@ -136,8 +137,7 @@ def _system_roots() -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    path.touch(mode=0o600)
-    path.write_text(text)
+    write_private(path, text)
 
 
 def _openssl(*args: str) -> str:

@@ -53,8 +53,8 @@ class LocalHost:
     def is_free(self, port: int, bind: str) -> bool:
         return port_is_free(port, bind)
 
-    def prepare_dirs(self, dirs: dict[str, str]) -> dict[str, str]:
-        return prepare_dirs(self.shell, self.home, dirs, owner=(self.uid, self.gid))
+    def prepare_dirs(self, dirs: dict[str, str], progress: Progress) -> dict[str, str]:
+        return prepare_dirs(self.shell, self.home, dirs, owner=(self.uid, self.gid), progress=progress)
 
     def push_images(self, docker, tags: dict[str, str], progress: Progress) -> None:
         """Images are built here: nothing to move."""
@@ -134,10 +134,10 @@ class SSHDockerHost:
     def is_free(self, port: int, bind: str) -> bool:
         return port not in self.busy
 
-    def prepare_dirs(self, dirs: dict[str, str]) -> dict[str, str]:
+    def prepare_dirs(self, dirs: dict[str, str], progress: Progress) -> dict[str, str]:
         """On the remote: Compose would otherwise create missing bind-mount sources there
         silently, empty and owned by root."""
-        return prepare_dirs(self.shell, self.home, dirs, owner=(self.uid, self.gid))
+        return prepare_dirs(self.shell, self.home, dirs, owner=(self.uid, self.gid), progress=progress)
 
     def install_credentials(self, folder: Path, name: str) -> str:
         """Copy what the services need of the stack's credentials to the remote (folder 700,

@@ -42,6 +42,7 @@ from typing import Callable, Iterable, Mapping
 
 from . import state
 from .errors import StackError
+from .files import write_private
 from .health import HttpWait
 from .layout import StackFiles, seamless_home
 from .plan import Deployment
@@ -186,7 +187,7 @@ def save(record: Record) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"method": record.method, "projects": [{"project": p.project, "stage": p.stage} for p in record.projects],
             "tunnel": record.tunnel}
-    _write(path, json.dumps(data, indent=2) + "\n")
+    write_private(path, json.dumps(data, indent=2) + "\n")
 
 
 def connected(stack: str) -> list[Project]:
@@ -331,18 +332,6 @@ def project_lines(stack: str, project: Project) -> str:
 
 
 # -- writing ------------------------------------------------------------------------------
-def _write(path: Path, text: str, mode: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode if mode is not None else 0o644)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    if mode is not None:
-        os.chmod(tmp, mode)
-    os.replace(tmp, path)
-
-
 def _remove_client_files(stack: str, projects: Iterable[Project]) -> None:
     folder = launcher_client_dir()
     cluster = cluster_name(stack)
@@ -380,13 +369,13 @@ def write_files(stack: str, record: Record, deployment: Deployment | None) -> st
                             frontends=worker_frontends(deployment))
         folder = launcher_client_dir()
         for key, content in files.items():
-            _write(folder / f"{key}.json", json.dumps(content) + "\n", mode=0o600)
+            write_private(folder / f"{key}.json", json.dumps(content) + "\n", mode=0o600)
     else:
         _remove_client_files(stack, record.projects)
         threads = deployment.threads if deployment else 1
         text = cluster_yaml(stack, form, record.projects, method=deployment.method if deployment else record.method,
                             threads=threads)
-    _write(cluster_file(stack), text)
+    write_private(cluster_file(stack), text)
     return form
 
 

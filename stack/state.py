@@ -7,19 +7,17 @@ line about that stack alone: it never breaks `up` or `status` of another stack.
 from __future__ import annotations
 
 import json
-import os
 
 from .errors import StackError
+from .files import private_dir, write_private
 from .layout import StackFiles, stacks_dir
 from .plan import Deployment
 
 
 def save(deployment: Deployment) -> None:
     path = StackFiles.of(deployment.name).record
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(deployment.to_dict(), indent=2) + "\n")
-    os.replace(tmp, path)
+    private_dir(path.parent)
+    write_private(path, json.dumps(deployment.to_dict(), indent=2) + "\n")
 
 
 def known_names() -> list[str]:

@@ -6,9 +6,12 @@ The same script serves this machine, a remote Docker host and a Slurm login node
 
 from __future__ import annotations
 
+from typing import Callable
+
 from .errors import StackError
 from .shell import Shell, quote
 
+TIGHTENED = "TIGHTENED"
 PROBLEMS = {"NOTDIR": "is not a directory", "NOMKDIR": "cannot be created", "NOWRITE": "is not writable",
             "NOCHOWN": "cannot be given to the services' user"}
 
@@ -21,7 +24,11 @@ def absolute(raw: str, home: str) -> str:
 
 
 def prepare_script(path: str, owner: tuple[int, int] | None) -> str:
-    """Create the directory if missing, prove it writable, print its real path.
+    """Create the directory if missing (0700), prove it writable, take group and other
+    access away from an existing one (TIGHTENED), print its real path.
+
+    Only the top folder: nobody else can enter it then, whatever the modes beneath (the
+    services keep new files owner-only too), and a huge buffer store is not walked.
 
     When root prepares storage for services that run unprivileged, the directory (and
     whatever in it root owns, e.g. from earlier stacks) is handed to the services' UID:GID.
@@ -33,16 +40,22 @@ def prepare_script(path: str, owner: tuple[int, int] | None) -> str:
                 f'find "$d" \\( ! -uid {uid} -o ! -gid {gid} \\) -exec chown -h {uid}:{gid} {{}} + 2>/dev/null '
                 f'|| {{ echo NOCHOWN; exit 0; }}; fi; ')
     return (f'd={quote(path)}; [ -e "$d" ] && [ ! -d "$d" ] && {{ echo NOTDIR; exit 0; }}; '
-            f'mkdir -p -- "$d" 2>/dev/null || {{ echo NOMKDIR; exit 0; }}; '
-            f'[ -w "$d" ] && [ -x "$d" ] || {{ echo NOWRITE; exit 0; }}; {give}cd -- "$d" && pwd -P')
+            f'mkdir -p -m 700 -- "$d" 2>/dev/null || {{ echo NOMKDIR; exit 0; }}; '
+            f'[ -w "$d" ] && [ -x "$d" ] || {{ echo NOWRITE; exit 0; }}; {give}'
+            f'[ -n "$(find "$d" -maxdepth 0 -perm /077)" ] && chmod go-rwx "$d" 2>/dev/null && printf "{TIGHTENED} "; '
+            f'cd -- "$d" && pwd -P')
 
 
-def prepare_dirs(shell: Shell, home: str, dirs: dict[str, str], owner: tuple[int, int] | None = None) -> dict[str, str]:
-    """what -> absolute path, each directory created and checked there."""
+def prepare_dirs(shell: Shell, home: str, dirs: dict[str, str], owner: tuple[int, int] | None = None,
+                 progress: Callable[[str], None] = lambda line: None) -> dict[str, str]:
+    """what -> absolute path, each directory created and checked there, and owner-only."""
     resolved = {}
     for what, raw in dirs.items():
         path = absolute(raw, home)
         answer = shell.run(prepare_script(path, owner), what=f"preparing {what}").strip()
+        if answer.startswith(TIGHTENED + " "):
+            answer = answer[len(TIGHTENED) + 1:]
+            progress(f"{what} {answer} was open to others: made owner-only (chmod go-rwx), as a stack's data is")
         if answer in PROBLEMS:
             where = "" if str(shell) == "this machine" else f" on {shell}"
             raise StackError(f"{what} {path}{where} {PROBLEMS[answer]}", f"choose another {what}, or fix its permissions")

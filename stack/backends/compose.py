@@ -14,6 +14,7 @@ from python_on_whales import DockerClient, DockerException
 
 from .. import credentials, docker_tools, images, state
 from ..errors import StackError
+from ..files import write_private
 from ..hosts import LocalHost, SSHDockerHost
 from ..layout import ROLES, StackFiles, compose_project
 from ..plan import WILDCARDS, Deployment, compose_plan
@@ -71,7 +72,7 @@ class ComposeBackend(Backend):
         dirs = host.prepare_dirs({
             "buffer directory (--buffer-dir / HASHSERVER_BUFFER_DIR)": spec.buffer_dir,
             "database directory (--database-dir / DATABASE_DIR)": spec.database_dir,
-        })
+        }, progress)
         tags = images.build_images(local_docker, base_image=spec.base_image,
                                    worker_requirements=spec.worker_requirements, progress=progress)
         credentials_dirs = None
@@ -110,9 +111,8 @@ class ComposeBackend(Backend):
         }
 
     def _write_env(self) -> None:
-        self.env_path.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"{key}={value}" for key, value in self.compose_environment().items()]
-        self.env_path.write_text("\n".join(lines) + "\n")
+        write_private(self.env_path, "\n".join(lines) + "\n")
 
     def _compose(self, action: str, fix: str, call):
         self._write_env()

@@ -60,7 +60,7 @@ class SlurmBackend(Backend):
         sifs = cls.sifs(spec, shell, absolute(options.sif_dir, facts.home), progress)
         dirs = prepare_dirs(shell, facts.home, {
             "buffer directory (--buffer-dir)": spec.buffer_dir, "database directory (--database-dir)": spec.database_dir,
-        })
+        }, progress=progress)
         stack_dir = StackFiles.of(spec.name).slurm_dir(facts.home)
         # Services may land on any node: the certificate names them all (and loopback, for tunnels).
         creds = credentials.ensure(StackFiles.of(spec.name).tls, spec.name, facts.nodes, spec.rotate)

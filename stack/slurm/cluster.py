@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 from ..errors import StackError
+from ..files import write_private
 from ..shell import CommandFailed, Shell, quote
 from . import commands
 from .commands import ClusterFacts, Job
@@ -55,8 +56,7 @@ def worker_job_script(shell: Shell, scheduler_sif: str, options: dict) -> str:
     script = shell.run(f"mkdir -p {logs} && apptainer exec {CONTAINED} --bind {logs} {quote(scheduler_sif)} "
                        f"python3 {commands.SLURM_MAIN} --job-script",
                        input=json.dumps(options).encode(), what="rendering the worker job script")
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    cached.write_text(script)
+    write_private(cached, script)
     return script
 
 

@@ -80,14 +80,95 @@ print(json.dumps(results))
 """
 
 
-def probe(image: str, cfg: dict, user: str, env: dict[str, str] | None = None, mounts: list[str] = (), network: str = "host") -> dict:
-    """Run PROBE in a container of our scheduler image (it has distributed) as `user`."""
+# Every door of the hashserver and database, as an intruder knocks: each method x each
+# spelling of a path (the health check's, the root, a checksum's, the promise and has routes),
+# over the scheme the service speaks. Raw requests: no client library normalises the target.
+DOORS = r"""
+import hashlib, http.client, json, socket, ssl, sys
+cfg = json.loads(sys.argv[1])
+checksum = hashlib.sha256(b"a buffer nobody stored").hexdigest()
+forged = hashlib.sha256(b"a transformation nobody computed").hexdigest()
+record = json.dumps({"type": "transformation", "checksum": forged, "value": checksum}).encode()
+methods = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "PROPFIND", "BREW"]
+paths = ["/healthcheck", "/healthcheck/", "//healthcheck", "/HEALTHCHECK", "/Healthcheck", "/%68ealthcheck",
+         "/healthcheck%2F", "/healthcheck?x=1", "/healthcheck?", "/healthcheck;x", "/./healthcheck",
+         "/x/../healthcheck", "/healthcheck%00", "/", "", "*", f"/{checksum}", f"/promise/{checksum}", "/has",
+         "/docs", "/openapi.json", "http://localhost/healthcheck"]
+context = ssl.create_default_context()
+context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+
+def knock(url, method, path, body=None, headers=()):
+    scheme, _, hostport = url.partition("://")
+    host, port = hostport.rsplit(":", 1)
+    kind = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    conn = kind(host, int(port), timeout=15, **({"context": context} if scheme == "https" else {}))
+    try:
+        conn.putrequest(method, path, skip_host=False, skip_accept_encoding=True)
+        for name, value in headers:
+            conn.putheader(name, value)
+        if body is not None:
+            conn.putheader("Content-Length", str(len(body)))
+        conn.endheaders(body)
+        response = conn.getresponse()
+        return [response.status, response.read(200).decode("latin-1")]
+    except Exception as exc:
+        return [type(exc).__name__, str(exc)[:100]]
+    finally:
+        conn.close()
+
+answers = {}
+for service in ("hashserver", "database"):
+    for method in methods:
+        for path in paths:
+            body = record if method in ("PUT", "POST", "PATCH") else None
+            answers[f"{service} {method} {path or '(empty)'}"] = knock(cfg[service], method, path, body)
+    answers[f"{service} websocket"] = knock(cfg[service], "GET", "/ws", headers=[
+        ("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")])
+    answers[f"{service} 20 MB body"] = knock(cfg[service], "PUT", "/healthcheck", b"x" * (20 << 20))
+print(json.dumps({"answers": answers, "forged": forged}))
+"""
+
+
+# The health check as the guard sees it: the same raw target once the server's parser is done
+# (an empty query; the absolute form's path). Its own "OK", no server code either way.
+HEALTH_SPELLINGS = ("/healthcheck", "/healthcheck?", "http://localhost/healthcheck")
+
+
+# What the servers' HTTP parsers (uvicorn, aiohttp) answer to a request they cannot parse
+# (an unknown method, an empty target): before any middleware, so before any server code.
+# aiohttp refuses an asterisk-form target of a method other than OPTIONS with 400 "*".
+PARSER_REFUSALS = ("Invalid HTTP request received.", "Invalid method encountered", "400, message", "Bad Request")
+
+
+def assert_every_door_shut(answers: dict) -> None:
+    """Without the secret only GET/HEAD of exactly /healthcheck answer (200, 'OK'); every
+    other request is the guard's 401 (or refused before HTTP), never an answer of the app."""
+    wrong = {}
+    for door, (status, text) in answers.items():
+        _, method, *path = door.split(" ", 2)
+        if method in ("GET", "HEAD") and path and path[0] in HEALTH_SPELLINGS:
+            ok = (status, text) == (200, "OK" if method == "GET" else "") or status == 401
+        elif method == "websocket":
+            ok = status in (401, 403)  # 403: closed before the handshake was accepted
+        elif isinstance(status, int):
+            ok = status == 401 or (status == 400 and (text.startswith(PARSER_REFUSALS) or (path == ["*"] and text in ("*", ""))))
+        else:  # the connection was refused or reset before any request got through
+            ok = True
+        if not ok:
+            wrong[door] = (status, text)
+    assert not wrong, json.dumps(wrong)
+
+
+def probe(image: str, cfg: dict, user: str, env: dict[str, str] | None = None, mounts: list[str] = (), network: str = "host",
+          script: str = PROBE):
+    """Run PROBE (or another script) in a container of our scheduler image (it has distributed) as `user`."""
     command = ["docker", "run", "--rm", "--network", network, "--user", user, "--read-only", "--tmpfs", "/tmp"]
     for key, value in (env or {}).items():
         command += ["-e", f"{key}={value}"]
     for mount in mounts:
         command += ["-v", mount]
-    out = subprocess.run([*command, image, "python", "-c", PROBE, json.dumps(cfg)], capture_output=True, text=True, timeout=300)
+    out = subprocess.run([*command, image, "python", "-c", script, json.dumps(cfg)], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -131,11 +212,28 @@ def assert_refused(intruder: dict) -> None:
 
 
 def assert_only_the_owner_gets_in(record: dict, host: str, network: str = "host") -> None:
-    """The owner's probe gets everything; the intruder's, from a container as another UID, nothing."""
+    """The owner's probe gets everything; the intruder's, from a container as another UID,
+    nothing, through any door."""
     image = record["compose"]["images"]["scheduler"] if record.get("compose") else None
     cfg = probe_config(record, host)
     assert_the_owner_gets_in(image, record, cfg, network)
     assert_refused(probe(image, cfg, f"{INTRUDER_UID}:{INTRUDER_UID}", network=network))
+    assert_doors_shut(image, record, cfg, network)
+
+
+def assert_doors_shut(image: str, record: dict, cfg: dict, network: str) -> None:
+    """Every door knocked on as an intruder; then the owner checks no forged result was stored."""
+    knocked = probe(image, cfg, f"{INTRUDER_UID}:{INTRUDER_UID}", network=network, script=DOORS)
+    assert_every_door_shut(knocked["answers"])
+    secret = (Path(record["credentials_dir"]) / "http.secret").read_text().strip()
+    check = ("import base64, json, sys, ssl, urllib.request, urllib.error\n"
+             "cfg = json.loads(sys.argv[1]); c = ssl.create_default_context(); c.check_hostname = False; c.verify_mode = ssl.CERT_NONE\n"
+             "r = urllib.request.Request(cfg['database'], data=json.dumps({'type': 'transformation', 'checksum': cfg['forged']}).encode(), method='GET')\n"
+             "r.add_header('Authorization', 'Basic ' + base64.b64encode(('seamless:' + cfg['secret']).encode()).decode())\n"
+             "try:\n    print(json.dumps(urllib.request.urlopen(r, timeout=10, context=c if cfg['database'].startswith('https') else None).status))\n"
+             "except urllib.error.HTTPError as e:\n    print(json.dumps(e.code))\n")
+    assert probe(image, {**cfg, "secret": secret, "forged": knocked["forged"]}, "0:0", network=network, script=check) == 404, \
+        "a forged result was stored"
 
 
 def assert_owner_only_files(record: dict, env_file: Path) -> None:
@@ -159,6 +257,12 @@ def test_an_intruder_on_the_machine_gets_nothing_the_owner_gets_everything(cli, 
     # The owner's real client, given only the environment output, still computes.
     run = client.run(cli.env_file(name), "seamless-run", "echo owner-computes")
     assert run.returncode == 0 and run.stdout.strip() == "owner-computes", run.stderr
+    # Data at rest: the storage folders, every buffer and folder the hashserver made, the
+    # database file, the stack folder: nothing for group or others, whatever the servers do.
+    stored = [tmp_path / "b", *(tmp_path / "b").rglob("*"), tmp_path / "d", *(tmp_path / "d").iterdir(),
+              cli.home / ".seamless" / "stacks"]
+    assert any(path.is_file() for path in (tmp_path / "b").rglob("*")), "the workload stored buffers"
+    assert [str(path) for path in stored if path.stat().st_mode & 0o077] == [], "readable by others"
     env = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
     assert env["SEAMLESS_DASK_SCHEDULER"].startswith("tls://") and "@127.0.0.1:" in env["SEAMLESS_REMOTE_CLIENTS"]
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import INTRUDER, TunnelProcess
-from .test_security import (INTRUDER_UID, PROBE, assert_refused, assert_the_owner_gets_in, probe, probe_config,
+from .test_security import (INTRUDER_UID, PROBE, assert_doors_shut, assert_refused, assert_the_owner_gets_in, probe, probe_config,
                             read_record, scheduler_image)
 
 # The services job takes a whole (2-core) node, so worker jobs land on the other one.
@@ -62,6 +62,7 @@ def assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name: str) -> No
     image = scheduler_image(scli)
     assert_the_owner_gets_in(image, record, cfg, network=cluster.network)
     assert_refused(probe(image, cfg, f"{INTRUDER_UID}:{INTRUDER_UID}", network=cluster.network))
+    assert_doors_shut(image, record, cfg, network=cluster.network)
     ssh = ["ssh", "-i", str(cluster.intruder_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
            "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
            f"{INTRUDER}@{cluster.login_address}"]

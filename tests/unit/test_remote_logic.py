@@ -142,3 +142,19 @@ def test_credentials_are_owner_only_and_a_new_address_signs_only_the_server_cert
     assert all(path.stat().st_mode & 0o077 == 0 for path in folder.iterdir()), "every file 0600"
     rotated = credentials.ensure(folder, "s", rotate=True)
     assert rotated.secret != secret and (folder / "ca.crt").read_text() != ca
+
+
+def test_storage_is_made_owner_only_and_an_open_folder_is_tightened(tmp_path):
+    from seamless_stack.shell import shell_for
+    from seamless_stack.storage import prepare_dirs
+    lines = []
+    new, opened = tmp_path / "new" / "buffers", tmp_path / "open"
+    opened.mkdir(mode=0o777)
+    opened.chmod(0o775)
+    dirs = prepare_dirs(shell_for(None), str(tmp_path), {"buffers": str(new), "database": str(opened)}, progress=lines.append)
+    assert dirs == {"buffers": str(new), "database": str(opened)}
+    assert new.stat().st_mode & 0o777 == 0o700 and opened.stat().st_mode & 0o777 == 0o700
+    assert len(lines) == 1 and lines[0].startswith(f"database {opened} was open to others: made owner-only"), lines
+    again = []
+    prepare_dirs(shell_for(None), str(tmp_path), {"database": str(opened)}, progress=again.append)
+    assert again == [], "nothing to say the second time"
