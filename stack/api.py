@@ -27,6 +27,7 @@ from .forward import Forwarder, routes_for
 from .health import ServiceFailed, stack_waits, wait_until_ready
 from .layout import CLASSIC_PORTS, DEFAULT_PORT_RANGE, PORTS, StackFiles
 from .plan import Deployment
+from .redact import redact
 from .ports import allocate_ports, port_is_free
 from .spec import StackSpec
 from .ssh import Destination, Tunnel
@@ -145,7 +146,7 @@ def rollback(backend: Backend, cause: BaseException, progress: Progress) -> None
     """Undo a failed start. Each step is guarded: one that fails cannot skip the next."""
     name = backend.deployment.name
     if isinstance(cause, ServiceFailed):
-        _guarded(lambda: progress(f"last log lines of {cause.service}:\n{_indent(backend.logs(_log_service(cause.service), tail=25))}"),
+        _guarded(lambda: progress(f"last log lines of {cause.service}:\n{_indent(redact(backend.logs(_log_service(cause.service), tail=25)))}"),
                  "reading the logs", progress)
     progress(f"rolling back: stopping stack {name!r}")
     try:
@@ -240,7 +241,7 @@ def env(name: str, fmt: str = "shell") -> str:
 def logs(name: str, service: str | None = None, tail: int | None = None) -> str:
     if tail is not None and tail < 0:
         raise StackError(f"--tail {tail} is negative", "give the number of last lines to show, 0 or more")
-    return backend_for(state.load(name)).logs(service, tail)
+    return redact(backend_for(state.load(name)).logs(service, tail))
 
 
 def restart(name: str, service: str, progress: Progress = _quiet) -> None:

@@ -22,6 +22,7 @@ from .connection import FORMATS, render
 from .docker_tools import check_engine, docker_client
 from .errors import StackError
 from .layout import ROLES
+from .redact import redact
 from .shell import shell_for
 from .spec import SlurmOptions, StackSpec, build_spec, option_default, parse_port_range
 from .storage import absolute
@@ -219,8 +220,19 @@ def _up(args) -> int:
     deployment = api.up(spec, progress)
     if projects:  # stdout carries the environment only: the project lines go to stderr
         _connect(spec.name, projects, progress)
-    sys.stdout.write(render(deployment.connection().variables(), args.format))
+    _environment_out(render(deployment.connection().variables(), args.format), deployment)
     return 0
+
+
+def _environment_out(text: str, deployment) -> None:
+    """The environment on stdout for `eval "$(seamless-stack up ...)"` and pipes; a terminal
+    gets where it is instead, as it carries the stack's secret (scroll-back, screen logs)."""
+    if sys.stdout.isatty() and deployment.credentials_dir:
+        progress(f"the environment (with the stack's secret) is in {deployment.env_file}: `source` it, "
+                 f"or `seamless-stack env --name {deployment.name}` prints it")
+        return
+    sys.stdout.write(text)
+    sys.stdout.flush()
 
 
 def _connect(name: str, projects: list, out) -> None:
@@ -327,7 +339,8 @@ def _tunnel(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
     try:
-        api.tunnel(args.name, args.format, on_ready=lambda text: (sys.stdout.write(text), sys.stdout.flush()),
+        deployment = state.load(args.name)
+        api.tunnel(args.name, args.format, on_ready=lambda text: _environment_out(text, deployment),
                    progress=progress, port_range=port_range)
     except KeyboardInterrupt:
         pass
@@ -390,7 +403,7 @@ def main(argv: list[str] | None = None) -> int:
         message = (f"unexpected {type(exc).__name__} ({_one_line(exc)[:200]}): please report it; "
                    "SEAMLESS_STACK_DEBUG=1 shows the traceback")
         code = 1
-    print(f"seamless-stack: error: {_one_line(message)}", file=sys.stderr)
+    print(f"seamless-stack: error: {redact(_one_line(message))}", file=sys.stderr)
     return code
 
 

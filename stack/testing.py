@@ -58,6 +58,7 @@ from .connection import render
 from .errors import StackError
 from .health import ServiceFailed
 from .layout import ROLES, StackFiles, compose_project
+from .redact import redact
 from .resources import compose_file, images_dir
 from .spec import build_spec
 
@@ -155,7 +156,7 @@ class _Backend(ComposeBackend):
     def logs(self, service: str | None = None, tail: int | None = None) -> str:
         out, err = self.compose.get_logs(*([service] if service else []))
         lines = _ANSI.sub("", out + err).splitlines()
-        return "\n".join(lines[-tail:] if tail else lines)
+        return redact("\n".join(lines[-tail:] if tail else lines))
 
 
 def _refresh_dask_config() -> None:

@@ -43,6 +43,12 @@ def lifetimes(walltime: str) -> tuple[str, str]:
     return f"{max(30, total - margin - stagger)}s", f"{stagger}s"
 
 
+# What a job takes from the submitting environment: enough to find apptainer and python3,
+# nothing else of the user's shell (tokens, proxies, credentials in variables), for the
+# services job and, through the relay, every worker job.
+JOB_EXPORT = "PATH,HOME,USER,LOGNAME,LANG"
+
+
 def job_header(directives: dict[str, str | None], extra: Iterable[str] = ()) -> str:
     lines = ["#!/bin/bash"] + [f"#SBATCH --{k}={v}" for k, v in directives.items() if v]
     lines += [f"#SBATCH {e}" for e in extra]
@@ -60,7 +66,7 @@ def worker_job_options(spec, deployment) -> dict:
         "walltime": options.worker_walltime,
         "queue": options.worker_queue or options.partition,
         "account": options.account,
-        "job_extra_directives": list(options.job_extra),
+        "job_extra_directives": [f"--export={JOB_EXPORT}", *options.job_extra],
         "job_script_prologue": [f"export TMPDIR={options.worker_tmpdir}"],
         # No home directory in the container (a transformation cannot read ~/.ssh); the
         # credentials read-only; the CA in the bundle that verifies the services' HTTPS.
@@ -68,7 +74,9 @@ def worker_job_options(spec, deployment) -> dict:
                   f"--env TMPDIR=$TMPDIR --env {THROTTLE_VARIABLE}={deployment.throttle} {record.sifs['worker']} python3",
         "local_directory": "$TMPDIR",
         # Seamless' thread layout (a later --nthreads wins over dask-jobqueue's cores/processes)
-        "worker_extra_args": ["--nthreads", str(deployment.dask_threads), "--lifetime", lifetime, "--lifetime-stagger", stagger],
+        # No worker dashboard: it would serve task keys, unauthenticated, to the cluster network.
+        "worker_extra_args": ["--nthreads", str(deployment.dask_threads), "--no-dashboard",
+                              "--lifetime", lifetime, "--lifetime-stagger", stagger],
         "log_directory": f"{record.stack_dir}/workers",
         "adapt": {"minimum_jobs": options.min_jobs, "maximum_jobs": options.max_jobs},
     }
@@ -87,6 +95,7 @@ def services_job_script(spec, deployment, job_name: str) -> str:
         "partition": options.partition,
         "account": options.account,
         "output": f"{stack_dir}/services-%j.out",
+        "export": JOB_EXPORT,
     })
     variables = {
         "SS_NAME": deployment.project,

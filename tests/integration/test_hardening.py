@@ -68,6 +68,14 @@ def in_container(container: dict, command: str) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", "exec", container["Id"], "sh", "-c", command], capture_output=True, text=True)
 
 
+CREDENTIALS_HELD = {
+    "hashserver": {"http.secret", "ca.crt", "server.crt", "server.key"},
+    "database": {"http.secret", "ca.crt", "server.crt", "server.key"},
+    "scheduler": {"http.secret", "ca.crt", "server.crt", "server.key", "bundle.pem"},
+    "worker": {"ca.crt", "server.crt", "server.key", "bundle.pem"},
+}
+
+
 def test_every_service_container_is_hardened(cli, client, tmp_path):
     name = "hard" + uuid.uuid4().hex[:8]
     up = cli.up(name, "--workers", "2", "--threads", "1",
@@ -100,6 +108,9 @@ def test_every_service_container_is_hardened(cli, client, tmp_path):
                 assert "/tmp" in (host["Tmpfs"] or {}), f"{where}: a tmpfs on /tmp"
                 assert "ro" in root_mount_options(container), f"{where}: / is mounted writable"
                 assert in_container(container, "touch /tmp/probe && rm /tmp/probe").returncode == 0, f"{where}: /tmp is not writable"
+            # Least credentials: what the service uses, never the CA key or the client identity.
+            held = set(in_container(container, "ls /tls").stdout.split())
+            assert held == CREDENTIALS_HELD[service], f"{where} holds {sorted(held)}"
 
 
 def _request(method: str, url: str, body: dict | None = None) -> tuple[int, str]:

@@ -102,7 +102,7 @@ def test_login_node_up_with_defaults_computes_in_worker_jobs(login_node, cluster
         checksum = hashlib.sha256(out.encode()).hexdigest()
         home = Path(cluster.home_path) / "seamless"
         assert (home / ".seamless" / "buffers" / checksum[:2] / checksum).is_file()
-        assert (home / ".seamless" / "database" / "seamless.db").is_file()
+        assert (home / ".seamless" / f"database-{name}" / "seamless.db").is_file()
 
         status = on_login(cluster, login_node, "status", "--name", name, timeout=120)
         assert status.returncode == 0, status.stdout + status.stderr

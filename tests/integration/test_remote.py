@@ -69,7 +69,7 @@ def test_remote_direct_images_moved_results_on_remote(rcli, client, remote):
     assert remote_file_exists(remote, f"{buffers}/{checksum[:2]}/{checksum}"), "result buffer in the remote buffer dir"
     owner = remote.ssh(f"stat -c %u {buffers}/{checksum[:2]}/{checksum}").stdout.strip()
     assert owner == remote.ssh("id -u").stdout.strip(), "files belong to the remote user"
-    assert remote_file_exists(remote, f"/home/{remote.user}/.seamless/database/seamless.db"), "default dir is the remote user's"
+    assert remote_file_exists(remote, f"/home/{remote.user}/.seamless/database-{name}/seamless.db"), "default dir is the remote user's, one per stack"
 
     # status and logs work as for local stacks; down/up keeps the data and moves no image again
     status = rcli.run("status", "--name", name)

@@ -248,6 +248,33 @@ def read_record(cli, name: str) -> dict:
     return json.loads((cli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
 
 
+DASK_LOGS = """
+import json, os, warnings
+warnings.filterwarnings("ignore")
+from distributed import Client
+with Client(os.environ["DASK_SCHEDULER_ADDRESS"], timeout="30s") as c:  # what the dashboard's log pages show
+    print(json.dumps({"scheduler": c.get_scheduler_logs(n=1000), "workers": c.get_worker_logs(n=1000), "nanny": c.get_worker_logs(n=1000, nanny=True)}))
+"""
+
+
+def assert_no_secret_in_logs(cli, client, name: str, record: dict) -> None:
+    """After a workload: not in `seamless-stack logs`, Docker's own log files, nor the logs
+    the scheduler and workers keep for the dashboard (Seamless logs its URLs: redacted)."""
+    secret = (Path(record["credentials_dir"]) / "http.secret").read_text().strip()
+    logs = cli.run("logs", "--name", name)
+    assert logs.returncode == 0 and "Seamless worker setup completed" in logs.stdout, logs.stderr
+    assert "seamless:***@" in logs.stdout, "the workers' remote clients are logged, redacted"
+    containers = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project=seamless-{name}"],
+                                capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(["docker", "inspect", "-f", "{{.LogPath}}", *containers], capture_output=True, text=True,
+                           check=True).stdout.split()
+    dask = client.run(cli.env_file(name), "python", "-c", DASK_LOGS)
+    assert dask.returncode == 0, dask.stderr[-2000:]
+    texts = {"seamless-stack logs": logs.stdout + logs.stderr, "Dask's logs": dask.stdout,
+             **{path: Path(path).read_text(errors="replace") for path in files}}
+    assert [where for where, text in texts.items() if secret in text] == [], "the secret is in a log"
+
+
 def test_an_intruder_on_the_machine_gets_nothing_the_owner_gets_everything(cli, client, tmp_path):
     name = cli.new_name()
     assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
@@ -263,6 +290,7 @@ def test_an_intruder_on_the_machine_gets_nothing_the_owner_gets_everything(cli, 
               cli.home / ".seamless" / "stacks"]
     assert any(path.is_file() for path in (tmp_path / "b").rglob("*")), "the workload stored buffers"
     assert [str(path) for path in stored if path.stat().st_mode & 0o077] == [], "readable by others"
+    assert_no_secret_in_logs(cli, client, name, record)
     env = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
     assert env["SEAMLESS_DASK_SCHEDULER"].startswith("tls://") and "@127.0.0.1:" in env["SEAMLESS_REMOTE_CLIENTS"]
 

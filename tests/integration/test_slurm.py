@@ -101,7 +101,7 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
         checksum = hashlib.sha256(run.stdout.encode()).hexdigest()
         home = Path(cluster.home_path) / cluster.user
         assert (home / ".seamless" / "buffers" / checksum[:2] / checksum).is_file()
-        assert (home / ".seamless" / "database" / "seamless.db").is_file()
+        assert (home / ".seamless" / f"database-{name}" / "seamless.db").is_file()
 
         # a burst: adaptive scaling goes to >= 2 worker jobs, then back to 0 when idle
         burst = [subprocess.Popen(["bash", "-c", f'source "$1"; exec seamless-run "sleep 20; echo {marker}-{i}"', "-", str(env_file)],

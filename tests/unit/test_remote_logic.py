@@ -103,7 +103,9 @@ def test_services_job_script():
     assert "#SBATCH --partition=main" in script and "#SBATCH --account=proj" in script
     jobqueue = json.loads(next(line for line in script.splitlines() if line.startswith("export SS_JOBQUEUE="))[len("export SS_JOBQUEUE="):].strip("'"))
     assert jobqueue["adapt"] == {"minimum_jobs": 0, "maximum_jobs": 5} and jobqueue["cores"] == 2 and jobqueue["processes"] == 1
-    assert jobqueue["job_extra_directives"] == ["--gres=gpu:1"] and "--lifetime" in jobqueue["worker_extra_args"]
+    assert jobqueue["job_extra_directives"] == ["--export=PATH,HOME,USER,LOGNAME,LANG", "--gres=gpu:1"], "nothing else of the shell"
+    assert "#SBATCH --export=PATH,HOME,USER,LOGNAME,LANG\n" in script, "the services job takes nothing else of the shell either"
+    assert "--lifetime" in jobqueue["worker_extra_args"] and "--no-dashboard" in jobqueue["worker_extra_args"]
     assert "/s/s.sif python3" in jobqueue["python"]
     # Seamless' thread layout: 2 Seamless workers x throttle 3 = 6 Dask threads on 2 CPUs
     extra = jobqueue["worker_extra_args"]
