@@ -14,10 +14,13 @@ Measured in interleaved rounds (the order alternates), as bench/security_cost.py
   - sequential: N fresh @direct transformations, one after another (latency);
   - parallel:   N more, PARALLEL at a time (throughput).
 
-Prints the medians and the ratios route / direct. (--size-mb is not used here.)
+Prints the medians and the ratios route / direct. (--size-mb is not used here.) With
+--insecure, the same on an `--insecure` stack, where the route needs no tunnel: the two runs
+together tell the forwarder's share from the configuration route's own.
 
     .venv/bin/python -m bench.route_vs_direct [--rounds 5] [--count 50] [--parallel 6]
     .venv/bin/python -m bench.route_vs_direct --smoke     # 1 round, 5 transformations
+    .venv/bin/python -m bench.route_vs_direct --insecure  # no credentials, no forwarder
 """
 
 from __future__ import annotations
@@ -101,7 +104,9 @@ def direct_workload(venv: Path, env_file: Path, count: int, parallel: int) -> di
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = smoke(workload_parser(__doc__).parse_args(argv))
+    parser = workload_parser(__doc__)
+    parser.add_argument("--insecure", action="store_true", help="an --insecure stack: the route without the forwarder")
+    args = smoke(parser.parse_args(argv))
 
     ws = Workspace("seamless-stack-bench-route")
     name = None
@@ -110,8 +115,8 @@ def main(argv: list[str] | None = None) -> None:
         image_tags(ws)  # warm: whatever is missing is built before anything is timed
         venv = client_venv()
         name = f"bench-route-{short_id()}"
-        log(f"up secured stack {name}")
-        ws.cli("up", "local", "--name", name, "--threads", str(args.threads),
+        log(f"up {'insecure' if args.insecure else 'secured'} stack {name}")
+        ws.cli("up", "local", "--name", name, "--threads", str(args.threads), *(["--insecure"] if args.insecure else []),
                "--buffer-dir", str(ws.home / "buffers"), "--database-dir", str(ws.home / "database"))
         path = ws.env["PATH"]
         ws.env["PATH"] = f"{venv}/bin:{path}"  # connect checks python3 on PATH against the stack
@@ -127,8 +132,9 @@ def main(argv: list[str] | None = None) -> None:
         for filename, text in project_files(connect.stdout).items():
             (folder / filename).write_text(text)
         shutil.copy(ROUTE_WORKLOAD, folder)  # init() reads the files next to the script that calls it
-        log(f"tunnel for {name}")
-        tunnel = Tunnel(ws, name)
+        if not args.insecure:
+            log(f"tunnel for {name}")
+            tunnel = Tunnel(ws, name)
         env_file = ws.stacks_dir() / f"{name}.env"
         sides = {
             "route": lambda: route_workload(venv, ws.home, folder, args.count, args.parallel),
@@ -147,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
         titles = {"sequential": f"{args.count} fresh transformations, one after another",
                   "parallel": f"{args.count} fresh transformations, {args.parallel} at a time"}
         for measure in MEASURES:
-            report(f"{titles[measure]} (route: seamless.config + tunnel; direct: env file)",
+            route = "seamless.config, no tunnel (--insecure)" if args.insecure else "seamless.config + tunnel"
+            report(f"{titles[measure]} (route: {route}; direct: env file)",
                    [(side, samples[side][measure]) for side in sides], f"{measure}:route/direct")
     finally:
         if tunnel is not None:

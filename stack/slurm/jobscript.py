@@ -13,6 +13,15 @@ from . import APPTAINER_DIR
 # Every container of a stack: a clean environment, neither the home directory nor the job's
 # working directory (which may be the home directory); binds are explicit.
 CONTAINED = "--cleanenv --no-home --no-mount cwd --pwd /tmp"
+# A worker container's Dask TLS, given explicitly: a worker job inherits nothing of the
+# services job (--export), so nothing may come from its environment.
+WORKER_TLS = {
+    "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
+    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": "/tls/ca.crt",
+    **{f"DASK_DISTRIBUTED__COMM__TLS__{role}__{part}": f"/tls/server.{ext}"
+       for role in ("WORKER", "CLIENT") for part, ext in (("CERT", "crt"), ("KEY", "key"))},
+    "SSL_CERT_FILE": "/tls/bundle.pem",  # verifies the services' HTTPS
+}
 
 
 def tls_dir(stack_dir: str) -> str:
@@ -70,8 +79,9 @@ def worker_job_options(spec, deployment) -> dict:
         "job_script_prologue": [f"export TMPDIR={options.worker_tmpdir}"],
         # No home directory in the container (a transformation cannot read ~/.ssh); the
         # credentials read-only; the CA in the bundle that verifies the services' HTTPS.
-        "python": f"apptainer exec {CONTAINED} --bind {tls_dir(record.stack_dir)}:/tls:ro --env SSL_CERT_FILE=/tls/bundle.pem "
-                  f"--env TMPDIR=$TMPDIR --env {THROTTLE_VARIABLE}={deployment.throttle} {record.sifs['worker']} python3",
+        "python": f"apptainer exec {CONTAINED} --bind {tls_dir(record.stack_dir)}:/tls:ro "
+                  + "".join(f"--env {key}={value} " for key, value in WORKER_TLS.items())
+                  + f"--env TMPDIR=$TMPDIR --env {THROTTLE_VARIABLE}={deployment.throttle} {record.sifs['worker']} python3",
         "local_directory": "$TMPDIR",
         # Seamless' thread layout (a later --nthreads wins over dask-jobqueue's cores/processes)
         # No worker dashboard: it would serve task keys, unauthenticated, to the cluster network.

@@ -1,0 +1,93 @@
+"""The guard's deny-by-default rule, on ASGI scopes as uvicorn hands them over (the integration
+tests knock on every door of a real stack; these pin the rule itself)."""
+import asyncio
+import base64
+import importlib.machinery
+import importlib.util
+import os
+
+import pytest
+
+from seamless_stack.resources import images_dir
+
+
+def load_guard():
+    path = str(images_dir() / "guard" / "seamless-stack-guard")
+    loader = importlib.machinery.SourceFileLoader("seamless_stack_guard", path)
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("seamless_stack_guard", loader))
+    loader.exec_module(module)
+    return module
+
+
+guard = load_guard()
+SECRET = b"s" * 32
+AUTH = b"Basic " + base64.b64encode(b"seamless:" + SECRET)
+
+
+def call(scope: dict):
+    """Run the middleware; what the app saw, what was sent, and whether the body was read."""
+    seen, sent, read = [], [], []
+
+    async def app(scope, receive, send):
+        seen.append(scope)
+
+    async def receive():
+        read.append(True)
+        return {"type": "http.request", "body": b"x", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    asyncio.run(guard.RequireSecret(app, SECRET)(scope, receive, send))
+    return seen, sent, read
+
+
+def http(method="GET", path="/healthcheck", raw=None, query=b"", headers=()):
+    return {"type": "http", "method": method, "path": path, "raw_path": raw if raw is not None else path.encode(),
+            "query_string": query, "headers": list(headers)}
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_the_guard_itself_answers_the_health_check(method):
+    seen, sent, read = call(http(method))
+    assert seen == [] and read == [] and sent[0]["status"] == 200
+    assert sent[1]["body"] == (b"OK" if method == "GET" else b"")
+
+
+@pytest.mark.parametrize("scope", [
+    http("PUT"), http("POST"), http("DELETE"), http("OPTIONS"),
+    http(query=b"x=1"), http(path="/healthcheck/"), http(path="/healthcheck", raw=b"/%68ealthcheck"),
+    http(path="/HEALTHCHECK"), http(path="/"), http(path="/promise/ab"),
+    http(headers=[(b"authorization", b"Basic " + base64.b64encode(b"seamless:wrong"))], path="/x"),
+])
+def test_everything_else_without_the_secret_is_refused_unread(scope):
+    seen, sent, read = call(scope)
+    assert seen == [] and read == [], "neither the app nor the body"
+    assert sent[0]["status"] == 401 and (b"connection", b"close") in sent[0]["headers"]
+
+
+def test_websockets_need_the_secret_too():
+    seen, sent, _ = call({"type": "websocket", "path": "/ws", "raw_path": b"/ws", "query_string": b"", "headers": []})
+    assert seen == [] and sent == [{"type": "websocket.close", "code": 1008}]
+    seen, _, _ = call({"type": "websocket", "path": "/ws", "headers": [(b"authorization", AUTH)]})
+    assert len(seen) == 1
+
+
+def test_with_the_secret_every_request_reaches_the_app_and_lifespan_always_does():
+    for scope in (http("PUT", "/healthcheck", headers=[(b"authorization", AUTH)]), {"type": "lifespan"}):
+        seen, sent, _ = call(scope)
+        assert seen == [scope] and sent == []
+
+
+def test_the_servers_files_are_owner_only(tmp_path, monkeypatch):
+    chmods = []
+    monkeypatch.setattr(os, "chmod", lambda path, mode, *a, **k: chmods.append(mode))
+    old = os.umask(0o022)
+    try:
+        guard.owner_only_modes()
+        os.chmod(tmp_path, 0o3775)
+        os.chmod(tmp_path, 0o444)
+        assert os.umask(0o022) == 0o077
+    finally:
+        os.umask(old)
+    assert chmods == [0o3700, 0o400]
