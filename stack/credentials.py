@@ -32,7 +32,10 @@ FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.k
 USER = "seamless"  # the user name in the URLs' credentials; only the secret is checked
 # Names the services have inside a Compose network, and the loopback names tunnels use.
 COMPOSE_NAMES = ("localhost", "127.0.0.1", "hashserver", "database", "scheduler")
-NEW_KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "3650")  # openssl req
+# Lifetimes: the CA (which clients trust) long; the certificates short, renewed at `up` when
+# RENEW_DAYS or fewer remain, with the same keys and CA, so running clients see no change.
+CA_DAYS, LEAF_DAYS, RENEW_DAYS = 3650, 90, 30
+KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")  # openssl req
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,38 @@ def ensure(folder: Path, stack: str, names: tuple[str, ...] = (), rotate: bool =
     wanted = set(COMPOSE_NAMES) | set(names)
     if rotate or not creds.complete:
         _make_identity(creds, stack)
-    elif wanted <= creds.names():
+    elif _expiring(creds.path("client.crt")):
+        _sign_client(creds, stack, key=("-key", creds.path("client.key")))
+    if creds.complete and wanted <= creds.names() and not _expiring(creds.path("server.crt")):
         return creds
-    signed = ("-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"), "-addext", "basicConstraints=critical,CA:FALSE")
     # Dask servers are clients of each other too (workers dial the scheduler and back).
-    _openssl("req", "-x509", *NEW_KEY, *signed, "-subj", f"/CN=seamless-stack {stack} services",
+    _openssl("req", "-x509", *KEY, *_signed_by(creds), "-subj", f"/CN=seamless-stack {stack} services",
              "-addext", f"subjectAltName={_alt_names(wanted)}", "-addext", "extendedKeyUsage=serverAuth,clientAuth",
              "-keyout", creds.path("server.key"), "-out", creds.path("server.crt"))
     for file in ("server.crt", "server.key"):
         (folder / file).chmod(0o600)
     return creds
+
+
+def _signed_by(creds: Credentials) -> tuple[str, ...]:
+    return ("-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"), "-days", str(LEAF_DAYS),
+            "-addext", "basicConstraints=critical,CA:FALSE")
+
+
+def _sign_client(creds: Credentials, stack: str, key: tuple[str, ...] = KEY) -> None:
+    """The client identity, a new key or (renewal) the one clients already hold."""
+    _openssl("req", "-x509", *key, *_signed_by(creds), "-subj", f"/CN=seamless-stack {stack} client",
+             "-addext", "extendedKeyUsage=clientAuth",
+             *(("-keyout", creds.path("client.key")) if key is KEY else ()), "-out", creds.path("client.crt"))
+    for file in ("client.crt", "client.key"):
+        (creds.folder / file).chmod(0o600)
+
+
+def _expiring(certificate: str) -> bool:
+    """Whether it ends within RENEW_DAYS (or cannot be read)."""
+    check = subprocess.run(["openssl", "x509", "-in", certificate, "-noout", "-checkend", str(RENEW_DAYS * 86400)],
+                           capture_output=True)
+    return check.returncode != 0
 
 
 def _make_identity(creds: Credentials, stack: str) -> None:
@@ -89,13 +114,11 @@ def _make_identity(creds: Credentials, stack: str) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, mode=0o700)
     folder.chmod(0o700)
-    _openssl("req", "-x509", *NEW_KEY, "-subj", f"/CN=seamless-stack {stack} CA",
-             "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    # pathlen:0: the CA signs only end certificates, never another CA.
+    _openssl("req", "-x509", *KEY, "-days", str(CA_DAYS), "-subj", f"/CN=seamless-stack {stack} CA",
+             "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
              "-keyout", creds.path("ca.key"), "-out", creds.path("ca.crt"))
-    _openssl("req", "-x509", *NEW_KEY, "-CA", creds.path("ca.crt"), "-CAkey", creds.path("ca.key"),
-             "-addext", "basicConstraints=critical,CA:FALSE", "-subj", f"/CN=seamless-stack {stack} client",
-             "-addext", "extendedKeyUsage=clientAuth",
-             "-keyout", creds.path("client.key"), "-out", creds.path("client.crt"))
+    _sign_client(creds, stack)
     _write(folder / "http.secret", secrets.token_urlsafe(32) + "\n")
     _write(folder / "bundle.pem", _system_roots() + (folder / "ca.crt").read_text())
     for file in FILES:

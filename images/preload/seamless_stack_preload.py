@@ -32,6 +32,7 @@ from tornado.web import Application, RequestHandler
 
 PLUGIN_NAME = "seamless-worker-setup"
 READY_PATH = "/seamless-stack/ready"
+HEADER_TIMEOUT = 30.0  # a dashboard connection without a request head (or TLS handshake) by then is closed
 logger = logging.getLogger("seamless_stack.preload")
 
 
@@ -85,7 +86,10 @@ def dask_setup(scheduler):
     scheduler.http_application.add_application(
         Application([(READY_PATH, ReadyHandler, {"scheduler": scheduler})])
     )
-    ssl_options = getattr(getattr(scheduler, "http_server", None), "ssl_options", None)
+    http_server = getattr(scheduler, "http_server", None)
+    if http_server is not None and getattr(http_server, "conn_params", None) is not None:
+        http_server.conn_params.header_timeout = HEADER_TIMEOUT  # tornado's default: an hour
+    ssl_options = getattr(http_server, "ssl_options", None)
     if isinstance(ssl_options, ssl.SSLContext):
         ssl_options.verify_mode = ssl.CERT_REQUIRED  # the context every new connection is wrapped with
     logger.info("Seamless worker plugin registered for %s, %s (dashboard %s)",

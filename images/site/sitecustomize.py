@@ -24,3 +24,62 @@ def _redacted(self, record):
 
 
 logging.Formatter.format = _redacted
+
+
+# A connection to a Dask TLS listener (scheduler, worker, nanny) that never completes its TLS
+# handshake holds a socket for good: distributed waits for it without a timeout. Every Dask
+# process here gives up after HANDSHAKE_TIMEOUT (patched when distributed.comm.tcp loads,
+# so processes that never import Dask pay nothing).
+HANDSHAKE_TIMEOUT = 30.0
+
+
+def _limit_tls_handshake(tcp) -> None:
+    import asyncio
+
+    prepare = tcp.TLSListener._prepare_stream
+
+    async def _prepare_stream(self, stream, address):
+        try:
+            return await asyncio.wait_for(prepare(self, stream, address), HANDSHAKE_TIMEOUT)
+        except asyncio.TimeoutError:
+            stream.close()
+            return None
+
+    tcp.TLSListener._prepare_stream = _prepare_stream
+
+
+class _PatchOnImport:
+    """A meta path finder that lets `distributed.comm.tcp` load as usual, then patches it."""
+
+    target = "distributed.comm.tcp"
+
+    def find_spec(self, name, path=None, target=None):
+        if name != self.target:
+            return None
+        import importlib.util
+        import sys
+
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def patched(module):
+            exec_module(module)
+            _limit_tls_handshake(module)
+
+        spec.loader.exec_module = patched
+        return spec
+
+
+def _install() -> None:
+    import sys
+
+    sys.meta_path.insert(0, _PatchOnImport())
+
+
+_install()

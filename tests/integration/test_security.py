@@ -275,6 +275,30 @@ def assert_no_secret_in_logs(cli, client, name: str, record: dict) -> None:
     assert [where for where, text in texts.items() if secret in text] == [], "the secret is in a log"
 
 
+def assert_silent_connections_closed(record: dict, host: str, within: float = 60) -> None:
+    """A connection that sends nothing (no request, no TLS handshake) holds no socket for good:
+    every listener closes it within a minute."""
+    import socket
+    import time
+    sockets = {}
+    for service, port in record["placement"]["ports"].items():
+        sockets[service] = socket.create_connection((host, port), timeout=10)
+        sockets[service].settimeout(0.2)
+    deadline, closed = time.monotonic() + within, {}
+    while sockets and time.monotonic() < deadline:
+        for service, sock in list(sockets.items()):
+            try:
+                if sock.recv(1024) == b"":
+                    closed[service] = sockets.pop(service)
+            except socket.timeout:
+                pass
+            except OSError:
+                closed[service] = sockets.pop(service)
+    for sock in [*sockets.values(), *closed.values()]:
+        sock.close()
+    assert not sockets, f"still open after {within:.0f}s: {sorted(sockets)}"
+
+
 def test_an_intruder_on_the_machine_gets_nothing_the_owner_gets_everything(cli, client, tmp_path):
     name = cli.new_name()
     assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
@@ -291,6 +315,7 @@ def test_an_intruder_on_the_machine_gets_nothing_the_owner_gets_everything(cli, 
     assert any(path.is_file() for path in (tmp_path / "b").rglob("*")), "the workload stored buffers"
     assert [str(path) for path in stored if path.stat().st_mode & 0o077] == [], "readable by others"
     assert_no_secret_in_logs(cli, client, name, record)
+    assert_silent_connections_closed(record, "127.0.0.1")
     env = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
     assert env["SEAMLESS_DASK_SCHEDULER"].startswith("tls://") and "@127.0.0.1:" in env["SEAMLESS_REMOTE_CLIENTS"]
 

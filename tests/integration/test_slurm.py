@@ -233,6 +233,7 @@ def test_a_seamless_project_through_the_tunnel(scli, client_venv, cluster, tmp_p
     try:
         files = client_files(scli.home)
         keys = {project.resolve_key(s, cluster_name, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
+        keys.add(f"pure-daskserver-{cluster_name}-default")  # pure-Dask stages: one per cluster
         assert set(files) == keys
         hashserver = json.loads(files[f"hashserver-{cluster_name}-rw-demo"].read_text())
         daskserver = json.loads(files[f"daskserver-{cluster_name}-rw-demo"].read_text())

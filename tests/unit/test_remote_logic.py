@@ -160,3 +160,31 @@ def test_storage_is_made_owner_only_and_an_open_folder_is_tightened(tmp_path):
     again = []
     prepare_dirs(shell_for(None), str(tmp_path), {"database": str(opened)}, progress=again.append)
     assert again == [], "nothing to say the second time"
+
+
+def test_certificates_live_months_the_ca_signs_no_other_ca_and_up_renews_with_the_same_keys(tmp_path):
+    import subprocess
+    folder = tmp_path / "s.tls"
+    creds = credentials.ensure(folder, "s")
+
+    def text(file):
+        return subprocess.run(["openssl", "x509", "-in", str(folder / file), "-noout", "-text"], capture_output=True,
+                              text=True, check=True).stdout
+
+    assert "CA:TRUE, pathlen:0" in text("ca.crt")
+    for file in ("server.crt", "client.crt"):
+        days = subprocess.run(["openssl", "x509", "-in", str(folder / file), "-noout", "-checkend", str(91 * 86400)])
+        assert days.returncode == 1, f"{file} lives no longer than 90 days"
+    # a client certificate about to end: the next ensure (at `up`) signs it again, same key, same CA and secret
+    key, ca, secret = (folder / "client.key").read_text(), (folder / "ca.crt").read_text(), creds.secret
+    subprocess.run(["openssl", "req", "-x509", "-key", str(folder / "client.key"), "-CA", str(folder / "ca.crt"),
+                    "-CAkey", str(folder / "ca.key"), "-days", "2", "-subj", "/CN=old", "-out", str(folder / "client.crt")],
+                   check=True, capture_output=True)
+    before = (folder / "client.crt").read_text()
+    credentials.ensure(folder, "s")
+    assert (folder / "client.crt").read_text() != before and (folder / "client.key").read_text() == key
+    assert (folder / "ca.crt").read_text() == ca and credentials.Credentials(folder).secret == secret
+    verified = subprocess.run(["openssl", "verify", "-CAfile", str(folder / "ca.crt"), str(folder / "client.crt")],
+                              capture_output=True, text=True)
+    assert verified.returncode == 0, verified.stderr
+    assert all(path.stat().st_mode & 0o077 == 0 for path in folder.iterdir())
