@@ -26,14 +26,30 @@ def _first_line(exc: DockerException) -> str:
     return text.splitlines()[-1] if text else "no output"
 
 
-def check_engine(docker: DockerClient) -> None:
+def check_engine(docker: DockerClient) -> str:
+    """The engine's version; a one-line error when it does not answer."""
     try:
-        docker.version()  # fails like `docker info` when the engine is down or its socket closed, 3x faster
+        version = docker.version()  # fails like `docker info` when the engine is down or its socket closed, 3x faster
     except DockerException as exc:
         raise StackError(
             f"the Docker engine does not answer ({_first_line(exc)})",
             "start it (`sudo dockerd &` or `systemctl start docker`) and check access to its socket",
         ) from None
+    return str(getattr(getattr(version, "server", None), "version", "") or "")
+
+
+def loopback_publishing_warning(version: str, where: str = "") -> str | None:
+    """Docker before 28 lets hosts on its networks reach ports published on 127.0.0.1 by
+    routing to the container's address (forwarding on, no filter); Docker 28 drops that."""
+    try:
+        major = int(version.split(".")[0])
+    except ValueError:
+        return None
+    if major >= 28:
+        return None
+    return (f"Docker engine {version}{where} lets other hosts of its networks reach ports published on 127.0.0.1 "
+            "(routed to the containers; fixed in Docker 28): the stack's credentials still guard every port; "
+            "upgrade the engine to close it (docs/security.md)")
 
 
 def check_compose(docker: DockerClient) -> None:

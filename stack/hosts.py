@@ -18,7 +18,7 @@ from typing import Callable
 
 from . import credentials, docker_tools
 from .errors import StackError
-from .layout import UNPRIVILEGED_ID, StackFiles
+from .layout import SERVICE_ACCOUNT, StackFiles
 from .ports import port_is_free
 from .shell import CommandFailed, LocalShell, SSHShell, stream
 from .ssh import Destination, explain_ssh_failure
@@ -27,9 +27,24 @@ from .storage import prepare_dirs
 Progress = Callable[[str], None]
 
 
-def service_ids(uid: int, gid: int) -> tuple[int, int]:
-    """The services never run as root: root's stacks run as an unprivileged UID:GID."""
-    return (UNPRIVILEGED_ID, UNPRIVILEGED_ID) if uid == 0 else (uid, gid)
+# The account, made once where the services run: a system account with a group of its own,
+# no home, no login; useradd picks free IDs, so it never takes an existing user's UID or GID.
+ACCOUNT_SCRIPT = (f'id -u {SERVICE_ACCOUNT} >/dev/null 2>&1 || useradd --system --user-group --no-create-home '
+                  f'--home-dir /nonexistent --shell /usr/sbin/nologin {SERVICE_ACCOUNT} >/dev/null 2>&1 '
+                  f'|| {{ echo NOACCOUNT; exit 0; }}; echo "$(id -u {SERVICE_ACCOUNT}) $(id -g {SERVICE_ACCOUNT})"')
+
+
+def service_ids(uid: int, gid: int, shell) -> tuple[int, int]:
+    """The services never run as root: root's stacks run as the named system account
+    SERVICE_ACCOUNT (made if missing), whose files `ls -l` shows by name."""
+    if uid != 0:
+        return uid, gid
+    answer = shell.run(ACCOUNT_SCRIPT, what=f"making the {SERVICE_ACCOUNT} account").strip()
+    if answer == "NOACCOUNT" or len(answer.split()) != 2:
+        raise StackError(f"root's stacks run as the system account {SERVICE_ACCOUNT!r}, which cannot be made on {shell}",
+                         f"create it (`useradd --system --user-group {SERVICE_ACCOUNT}`), or run seamless-stack as a user")
+    account_uid, account_gid = (int(x) for x in answer.split())
+    return account_uid, account_gid
 
 
 class LocalHost:
@@ -39,7 +54,7 @@ class LocalHost:
     def __init__(self) -> None:
         self.shell = LocalShell()
         self.home = os.environ.get("HOME", str(Path.home()))
-        self.uid, self.gid = service_ids(os.getuid(), os.getgid())
+        self.uid, self.gid = service_ids(os.getuid(), os.getgid(), self.shell)
 
     def check_bind(self, address: str) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -122,7 +137,7 @@ class SSHDockerHost:
             if key == "DOCKER":
                 self.docker_version = value
             elif key == "ID":
-                self.uid, self.gid = service_ids(*(int(x) for x in value.split()))
+                self.uid, self.gid = service_ids(*(int(x) for x in value.split()), self.shell)
             elif key == "HOME":
                 self.home = value
         self.busy = listening_ports(out)

@@ -16,7 +16,7 @@ ROLES = ("hashserver", "database", "scheduler", "worker")  # the four images and
 PORTS = ("hashserver", "database", "scheduler", "dashboard")  # the ports a stack publishes
 CLASSIC_PORTS = {"hashserver": 5577, "database": 5522, "scheduler": 8786, "dashboard": 8787}
 DEFAULT_PORT_RANGE = (60000, 60999)
-UNPRIVILEGED_ID = 10001  # the UID:GID services run as when the invoking user is root
+SERVICE_ACCOUNT = "seamless-stack"  # the system account services run as when root runs seamless-stack
 
 
 def seamless_home(environ: Mapping[str, str] = os.environ) -> Path:

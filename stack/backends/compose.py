@@ -19,7 +19,7 @@ from ..hosts import LocalHost, SSHDockerHost
 from ..layout import ROLES, StackFiles, compose_project
 from ..plan import WILDCARDS, Deployment, compose_plan
 from ..resources import compose_file
-from ..spec import StackSpec
+from ..spec import LOOPBACK, StackSpec
 from ..ssh import Destination
 from ..storage import storage_problems
 from .base import Backend, Progress, ServiceState
@@ -66,9 +66,15 @@ class ComposeBackend(Backend):
     @classmethod
     def prepare(cls, spec: StackSpec, progress: Progress) -> "ComposeBackend":
         local_docker = docker_tools.docker_client()
-        docker_tools.check_engine(local_docker)  # Compose itself is checked only when a compose call fails
+        engine = docker_tools.check_engine(local_docker)  # Compose itself is checked only when a compose call fails
         host = _host(spec)
         host.check_bind(spec.bind)
+        if spec.bind in LOOPBACK:
+            remote = isinstance(host, SSHDockerHost)
+            warning = docker_tools.loopback_publishing_warning(host.docker_version if remote else engine,
+                                                               f" on {spec.remote}" if remote else "")
+            if warning:
+                progress(f"WARNING: {warning}")
         dirs = host.prepare_dirs({
             "buffer directory (--buffer-dir / HASHSERVER_BUFFER_DIR)": spec.buffer_dir,
             "database directory (--database-dir / DATABASE_DIR)": spec.database_dir,

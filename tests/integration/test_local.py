@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import socket
 import sqlite3
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from seamless_stack.layout import UNPRIVILEGED_ID
+from seamless_stack.layout import SERVICE_ACCOUNT
 
 from .conftest import ROOT, project_containers, service_hostnames
 
@@ -55,7 +56,9 @@ def test_client_computes_on_workers_and_results_persist(cli, client, dirs):
     assert lines[2] in workers and lines[2] != socket.gethostname()
     result = buffer_path(buffers, run.stdout.encode())
     assert result.is_file(), f"result buffer {result} is in HASHSERVER_BUFFER_DIR under its SHA-256"
-    assert result.stat().st_uid == (os.getuid() or UNPRIVILEGED_ID), "containers write as the invoking user (root: unprivileged)"
+    owner = pwd.getpwuid(result.stat().st_uid).pw_name
+    assert owner == (SERVICE_ACCOUNT if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name), \
+        "containers write as the invoking user (root: the named system account, never a bare number)"
     assert any(row[1] == result.name for row in sqlite_rows(database, "transformation")), "the database has it"
 
     # 2. A Python @direct transformation, computed in a worker container.

@@ -135,7 +135,8 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
     up = cli.up(name, "--workers", "2", "--threads", "2", *dirs, "--project", "demo", env=env)
     assert up.returncode == 0, up.stderr
     assert up.stdout == cli.env_file(name).read_text().split("\n", 1)[1], "up prints only the environment"
-    assert "- cluster: " + cluster in up.stderr and "WARNING" not in up.stderr
+    warnings = [line for line in up.stderr.splitlines() if "WARNING" in line and "Docker engine" not in line]
+    assert "- cluster: " + cluster in up.stderr and warnings == [], warnings  # (an engine before 28 is named)
     assert f"seamless-stack tunnel --name {name}" in up.stderr
     connect = cli.run("connect", "--name", name, "--project", "demo", "--stage", "gpu", env=env)
     assert connect.returncode == 0 and "WARNING" not in connect.stderr, connect.stderr

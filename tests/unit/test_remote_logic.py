@@ -188,3 +188,10 @@ def test_certificates_live_months_the_ca_signs_no_other_ca_and_up_renews_with_th
                               capture_output=True, text=True)
     assert verified.returncode == 0, verified.stderr
     assert all(path.stat().st_mode & 0o077 == 0 for path in folder.iterdir())
+
+
+def test_docker_engines_before_28_are_named_for_their_loopback_publishing():
+    from seamless_stack.docker_tools import loopback_publishing_warning
+    assert "Docker engine 26.1.5 on big lets other hosts" in loopback_publishing_warning("26.1.5", " on big")
+    assert "fixed in Docker 28" in loopback_publishing_warning("20.10.24+dfsg1")
+    assert loopback_publishing_warning("28.2.2") is None and loopback_publishing_warning("") is None
