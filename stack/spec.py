@@ -16,6 +16,7 @@ from typing import Mapping
 
 from .errors import StackError
 from .layout import DEFAULT_NAME, DEFAULT_PORT_RANGE, compose_project, default_database_dir, seamless_home
+from .slurm import walltime as slurm_time
 from .ssh import Destination
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
@@ -267,14 +268,14 @@ def transformation_throttle(environ: Mapping[str, str]) -> int:
     return bounded(value, THROTTLE_VARIABLE, 1, MAX_THROTTLE)
 
 
-SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
 MEMORY = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B?)?$", re.I)
 
 
 def validate_slurm(options: SlurmOptions) -> SlurmOptions:
     for value, what in ((options.time, "--time"), (options.worker_walltime, "--worker-walltime")):
-        if not SLURM_TIME.match(value):
-            raise StackError(f"{what} {value!r} is not a Slurm time", "write it as [D-]HH:MM:SS, e.g. 72:00:00")
+        if not slurm_time.is_time(value):
+            raise StackError(f"{what} {value!r} is not a Slurm time",
+                             "write it as MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS, e.g. 72:00:00")
     for value, what in ((options.memory, "--memory"), (options.worker_memory, "--worker-memory")):
         if not MEMORY.match(value):
             raise StackError(f"{what} {value!r} is not a memory size", "write it like 4G or 2000M")

@@ -8,6 +8,7 @@ per-stack env file next to the state record, so `down`, `logs`, `status` and a c
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from python_on_whales import DockerClient, DockerException
@@ -30,6 +31,16 @@ COMPOSE_LABEL = "com.docker.compose.project"
 def _docker_error(exc: DockerException, lines: int = 3) -> str:
     text = (exc.stderr or exc.stdout or str(exc)).strip()
     return " | ".join(line.strip() for line in text.splitlines()[-lines:]) or "no output"
+
+
+# Docker's words for a published port another process holds (docker-proxy, or the kernel's).
+_PORT_TAKEN = re.compile(r"(?:Bind for |listen tcp[46]? )\[?([0-9a-fA-F.:]+?)\]?:(\d+)[: ].*(?:already allocated|address already in use)")
+
+
+def port_taken(text: str) -> tuple[str, int] | None:
+    """(address, port) when a docker error says another process holds a port we publish."""
+    match = _PORT_TAKEN.search(text)
+    return (match[1], int(match[2])) if match else None
 
 
 def _host(spec: StackSpec):
@@ -126,6 +137,11 @@ class ComposeBackend(Backend):
             return call()
         except DockerException as exc:
             docker_tools.check_compose(self.docker)  # the clearer error when Compose is missing
+            taken = port_taken(exc.stderr or exc.stdout or str(exc))
+            if taken:  # e.g. taken by someone else while a restart had it free
+                raise StackError(f"port {taken[1]} ({taken[0]}) of stack {self.deployment.name!r} is taken by another process",
+                                 f"find it (`ss -tlnp 'sport = :{taken[1]}'`) and stop it, or `seamless-stack down --name "
+                                 f"{self.deployment.name}` and `up` again for new ports") from None
             raise StackError(f"docker compose {action} failed for stack {self.deployment.name!r} ({_docker_error(exc)})", fix) from None
 
     def start(self, progress: Progress) -> None:

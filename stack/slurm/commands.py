@@ -7,13 +7,12 @@ on captured output, without a cluster (dask-gateway's build / run / parse split)
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Iterable
 
 from ..errors import StackError
 from ..shell import quote
-from .jobscript import walltime_seconds
+from . import walltime as slurm_time
 
 TOOLS = ("sbatch", "squeue", "scancel", "sinfo", "apptainer", "python3")
 
@@ -93,7 +92,10 @@ def parse_partition(line: str) -> Partition:
     node, and the longest walltime (`infinite`: none)."""
     _, name, cpus, memory, limit = (line.split() + ["0", "0", "infinite"])[:5]
     number = lambda text: int("".join(c for c in text if c.isdigit()) or 0)  # noqa: E731  '2+' -> 2
-    max_time = walltime_seconds(limit) if re.match(r"^[\d:-]+$", limit) else None
+    try:
+        max_time = slurm_time.seconds(limit)
+    except ValueError:  # a form we do not know: no limit we could check against
+        max_time = None
     return Partition(name.rstrip("*"), number(cpus), number(memory), name.endswith("*"), max_time)
 
 

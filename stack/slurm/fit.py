@@ -11,7 +11,7 @@ from dataclasses import replace
 from ..errors import StackError
 from ..spec import SlurmOptions, StackSpec
 from .commands import ClusterFacts
-from .jobscript import walltime_seconds
+from . import walltime as slurm_time
 
 
 def memory_mb(text: str, dask: bool = False) -> int:
@@ -34,10 +34,6 @@ def worker_memory_within(available_mb: int) -> int:
     return available_mb // 1024 * 1024 if available_mb >= 1024 else available_mb
 
 
-def hms(seconds: int) -> str:
-    return f"{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def fit(spec: StackSpec, facts: ClusterFacts) -> tuple[StackSpec, list[str]]:
     """The spec with default job sizes capped to what the partitions allow, and what changed."""
     options, notes, default = spec.slurm, [], SlurmOptions()
@@ -50,11 +46,11 @@ def fit(spec: StackSpec, facts: ClusterFacts) -> tuple[StackSpec, list[str]]:
         memory = services_fit(asked_mb, memory_mb(default.memory), services.memory_mb, services.memory_mb,
                               f"{options.memory} of memory", f"nodes in partition {{}} have {services.memory_mb} MB",
                               "--memory", f"{services.memory_mb}M")
-        asked_time, limit = walltime_seconds(options.time), services.max_time
-        time = services_fit(asked_time, walltime_seconds(default.time), limit, limit, f"a walltime of {options.time}",
-                            f"partition {{}} allows {hms(limit or 0)}", "--time", hms(limit or 0))
+        asked_time, limit = slurm_time.seconds(options.time), services.max_time
+        time = services_fit(asked_time, slurm_time.seconds(default.time), limit, limit, f"a walltime of {options.time}",
+                            f"partition {{}} allows {slurm_time.format(limit or 0)}", "--time", slurm_time.format(limit or 0))
         options = replace(options, cpus=cpus, memory=options.memory if memory == asked_mb else f"{memory}M",
-                          time=options.time if time == asked_time else hms(time))
+                          time=options.time if time == asked_time else slurm_time.format(time))
     workers = facts.partition(options.worker_queue or options.partition)
     threads = spec.threads
     if workers and not options.local_workers:  # adaptive: worker jobs of their own
@@ -65,12 +61,12 @@ def fit(spec: StackSpec, facts: ClusterFacts) -> tuple[StackSpec, list[str]]:
         memory = worker_fit(asked_mb, worker_memory_mb(default.worker_memory), workers.memory_mb, usable_mb,
                             f"{asked_mb} MB of memory (--worker-memory {options.worker_memory})",
                             f"nodes in partition {{}} have {workers.memory_mb} MB", "--worker-memory", f"{usable_mb}MiB")
-        asked_time, limit = walltime_seconds(options.worker_walltime), workers.max_time
-        time = worker_fit(asked_time, walltime_seconds(default.worker_walltime), limit, limit,
-                          f"a walltime of {options.worker_walltime}", f"partition {{}} allows {hms(limit or 0)}",
-                          "--worker-walltime", hms(limit or 0))
+        asked_time, limit = slurm_time.seconds(options.worker_walltime), workers.max_time
+        time = worker_fit(asked_time, slurm_time.seconds(default.worker_walltime), limit, limit,
+                          f"a walltime of {options.worker_walltime}", f"partition {{}} allows {slurm_time.format(limit or 0)}",
+                          "--worker-walltime", slurm_time.format(limit or 0))
         options = replace(options, worker_memory=options.worker_memory if memory == asked_mb else f"{memory}MiB",
-                          worker_walltime=options.worker_walltime if time == asked_time else hms(time))
+                          worker_walltime=options.worker_walltime if time == asked_time else slurm_time.format(time))
     return replace(spec, threads=threads, slurm=options), notes
 
 

@@ -8,6 +8,7 @@ from typing import Iterable
 from ..shell import quote
 from ..spec import THROTTLE_VARIABLE
 from . import APPTAINER_DIR
+from . import walltime as slurm_time
 
 
 # Every container of a stack: a clean environment, neither the home directory nor the job's
@@ -29,24 +30,9 @@ def tls_dir(stack_dir: str) -> str:
     return f"{stack_dir}/tls"
 
 
-def walltime_seconds(text: str) -> int:
-    """Slurm time: [D-]HH:MM:SS, HH:MM:SS, MM:SS or minutes."""
-    days = 0
-    if "-" in text:
-        d, text = text.split("-", 1)
-        days = int(d)
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) == 1:
-        parts = [0, parts[0], 0]
-    while len(parts) < 3:
-        parts.insert(0, 0)
-    hours, minutes, seconds = parts
-    return days * 86400 + hours * 3600 + minutes * 60 + seconds
-
-
 def lifetimes(walltime: str) -> tuple[str, str]:
     """Worker --lifetime and --lifetime-stagger below the walltime, so workers leave gracefully."""
-    total = walltime_seconds(walltime)
+    total = slurm_time.seconds(walltime)
     margin = max(60, total // 10)
     stagger = max(10, min(240, total // 20))
     return f"{max(30, total - margin - stagger)}s", f"{stagger}s"

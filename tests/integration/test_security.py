@@ -353,3 +353,30 @@ def test_rotate_makes_new_credentials_and_the_old_ones_stop_working(cli, client,
     assert with_old["buffer GET"] == with_old["database GET"] == 401, with_old
     run = client.run(cli.env_file(name), "seamless-run", "echo rotated")
     assert run.returncode == 0 and run.stdout.strip() == "rotated", run.stderr
+
+
+def test_a_port_taken_while_a_service_was_down_is_named_in_one_line(cli, tmp_path):
+    """Another user binds the hashserver's port while it is stopped: `restart` says which port
+    is taken, in one line, and leaves nothing half-done; once freed, `restart` brings it back."""
+    name = cli.new_name()
+    assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
+    port = read_record(cli, name)["placement"]["ports"]["hashserver"]
+    container = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project=seamless-{name}",
+                                "--filter", "label=com.docker.compose.service=hashserver"], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    subprocess.run(["docker", "stop", "-t", "5", container], check=True, capture_output=True)
+    squatter = subprocess.Popen(["setpriv", f"--reuid={INTRUDER_UID}", f"--regid={INTRUDER_UID}", "--clear-groups",
+                                 "/usr/bin/python3", "-c", "import socket, sys, time\ns = socket.socket()\n"
+                                 f"s.bind(('127.0.0.1', {port})); s.listen(); print('bound', flush=True); time.sleep(300)"],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        assert squatter.stdout.readline().strip() == "bound"
+        taken = cli.run("restart", "hashserver", "--name", name)
+        errors = [line for line in taken.stderr.splitlines() if line.startswith("seamless-stack: error:")]
+        assert taken.returncode == 2 and len(errors) == 1, taken.stderr
+        assert f"port {port} (127.0.0.1) of stack {name!r} is taken by another process" in errors[0], errors[0]
+    finally:
+        squatter.kill()
+        squatter.wait()
+    back = cli.run("restart", "hashserver", "--name", name)
+    assert back.returncode == 0, back.stderr

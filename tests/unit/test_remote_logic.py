@@ -10,7 +10,8 @@ from seamless_stack import credentials
 from seamless_stack.hosts import listening_ports
 from seamless_stack.layout import ROLES
 from seamless_stack.plan import ComposeRecord, Deployment, Placement, SlurmRecord
-from seamless_stack.slurm.jobscript import lifetimes, services_job_script, walltime_seconds
+from seamless_stack.slurm import walltime
+from seamless_stack.slurm.jobscript import lifetimes, services_job_script
 from seamless_stack.slurm.sif import sif_name
 from seamless_stack.storage import absolute
 from seamless_stack.spec import SlurmOptions, build_spec
@@ -42,9 +43,27 @@ def test_destination_and_tunnel_command():
     assert "ExitOnForwardFailure=yes" in command
 
 
-@pytest.mark.parametrize("text, seconds", [("72:00:00", 259200), ("1-00:00:00", 86400), ("30", 1800), ("05:00", 300)])
-def test_walltime(text, seconds):
-    assert walltime_seconds(text) == seconds
+@pytest.mark.parametrize("text, seconds", [
+    ("30", 1800), ("05:00", 300), ("05:30", 330), ("72:00:00", 259200),  # MM, MM:SS, HH:MM:SS
+    ("1-12", 129600), ("1-12:30", 131400), ("1-00:00:00", 86400), ("2-03:04:05", 183845),  # D-HH, D-HH:MM, D-HH:MM:SS
+    ("UNLIMITED", None), ("infinite", None),
+])
+def test_slurm_times_in_every_documented_form(text, seconds):
+    assert walltime.seconds(text) == seconds  # 1-12 is 36 h (it was read as 24 h 12 min)
+
+
+@pytest.mark.parametrize("text", ["", "1-", "-12", "1:2:3:4", "1-2-3", "12h", "1.5", " : "])
+def test_what_is_no_slurm_time(text):
+    with pytest.raises(ValueError):
+        walltime.seconds(text)
+    assert not walltime.is_time(text)
+
+
+def test_slurm_times_round_trip():
+    import random
+    rng = random.Random(7)
+    for total in [0, 59, 3600, 86399, 86400, 129600, 10 * 86400 + 1] + [rng.randrange(0, 30 * 86400) for _ in range(500)]:
+        assert walltime.seconds(walltime.format(total)) == total
 
 
 def test_worker_lifetime_stays_below_the_walltime():
@@ -195,3 +214,12 @@ def test_docker_engines_before_28_are_named_for_their_loopback_publishing():
     assert "Docker engine 26.1.5 on big lets other hosts" in loopback_publishing_warning("26.1.5", " on big")
     assert "fixed in Docker 28" in loopback_publishing_warning("20.10.24+dfsg1")
     assert loopback_publishing_warning("28.2.2") is None and loopback_publishing_warning("") is None
+
+
+def test_a_port_someone_else_took_is_named():
+    from seamless_stack.backends.compose import port_taken
+    proxy = ("Error response from daemon: driver failed programming external connectivity on endpoint seamless-x-hashserver-1: "
+             "Bind for 127.0.0.1:60123 failed: port is already allocated")
+    kernel = "Error starting userland proxy: listen tcp4 127.0.0.1:60124: bind: address already in use"
+    assert port_taken(proxy) == ("127.0.0.1", 60123) and port_taken(kernel) == ("127.0.0.1", 60124)
+    assert port_taken("no such image") is None
