@@ -26,8 +26,8 @@ import threading
 import time
 
 
-def free_ports(count: int, start: int, end: int) -> list[int]:
-    candidates = list(range(start, end + 1))
+def free_ports(count: int, start: int, end: int, exclude: tuple[int, ...] = ()) -> list[int]:
+    candidates = [port for port in range(start, end + 1) if port not in exclude]
     random.shuffle(candidates)
     chosen = []
     for port in candidates:
@@ -131,7 +131,7 @@ if __name__ == "__main__":
                     sock.bind(("0.0.0.0", fixed))
                 except OSError:
                     sys.exit(f"scheduler port {fixed} is in use on {socket.gethostname()}")
-            ports = [p for p in free_ports(count, start, end) if p != fixed][: count - 1]
+            ports = free_ports(count - 1, start, end, exclude=(fixed,))  # the fixed one is not drawn
             ports.insert(2, fixed)
         print(" ".join(map(str, ports)))
     elif command == "address":

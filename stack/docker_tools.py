@@ -21,7 +21,8 @@ def docker_binary() -> str:
     return path
 
 
-def _first_line(exc: DockerException) -> str:
+def _last_line(exc: DockerException) -> str:
+    """Docker's own error comes last, after whatever the CLI printed before it."""
     text = (exc.stderr or exc.stdout or str(exc)).strip()
     return text.splitlines()[-1] if text else "no output"
 
@@ -32,7 +33,7 @@ def check_engine(docker: DockerClient) -> str:
         version = docker.version()  # fails like `docker info` when the engine is down or its socket closed, 3x faster
     except DockerException as exc:
         raise StackError(
-            f"the Docker engine does not answer ({_first_line(exc)})",
+            f"the Docker engine does not answer ({_last_line(exc)})",
             "start it (`sudo dockerd &` or `systemctl start docker`) and check access to its socket",
         ) from None
     return str(getattr(getattr(version, "server", None), "version", "") or "")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Iterable
 
 from .connection import Connection
+from .errors import StackError
 from .layout import PORTS, StackFiles, compose_project
 from .ports import allocate_ports
 from .spec import LOOPBACK, StackSpec
@@ -102,8 +103,9 @@ class Deployment:
 
     def connection(self, local_ports: dict[str, int] | None = None) -> Connection:
         """Addresses for clients: the published ports, or tunnel ends on 127.0.0.1."""
-        if self.placement is None:
-            raise ValueError(f"stack {self.name!r} has no placement yet")
+        if self.placement is None:  # saved before its services had ports: a Slurm job still queued, or cut off
+            raise StackError(f"stack {self.name!r} is still starting, or its `up` was interrupted (no ports yet)",
+                             f"wait for `up` to finish, or run `seamless-stack down --name {self.name}` and `up` again")
         if local_ports is not None:
             host, ports = "127.0.0.1", local_ports
         elif self.bind not in WILDCARDS:

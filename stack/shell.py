@@ -128,7 +128,7 @@ def stream(producer: list[str], consumer: list[str], progress: Progress, chunk: 
     megabytes as they go. Returns the bytes sent; raises when either side fails."""
     source = subprocess.Popen(producer, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sink = subprocess.Popen(consumer, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    sent, reported = 0, time.monotonic()
+    sent, reported, sink_gone = 0, time.monotonic(), False
     try:
         for data in iter(lambda: source.stdout.read(chunk), b""):
             sink.stdin.write(data)
@@ -137,11 +137,14 @@ def stream(producer: list[str], consumer: list[str], progress: Progress, chunk: 
                 progress(f"  {sent / 1e6:.0f} MB sent")
                 reported = time.monotonic()
         sink.stdin.close()
-    except BrokenPipeError:
+    except BrokenPipeError:  # the receiving side ended first: its failure, not the producer's
+        sink_gone = True
         source.kill()
     source.wait()
     sink_error = sink.stderr.read().decode(errors="replace")
     sink.wait()
+    if sink_gone or (sink.returncode != 0 and source.returncode == 0):
+        raise CommandFailed(f"`{' '.join(consumer[-3:])}`", "the receiving side", sink.returncode or 1, sink_error)
     if source.returncode != 0:
         raise CommandFailed(f"`{' '.join(producer[:2])}`", "this machine", source.returncode,
                             source.stderr.read().decode(errors="replace"))

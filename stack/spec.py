@@ -158,6 +158,17 @@ def bounded(value: int, what: str, low: int, high: int) -> int:
     return value
 
 
+def bounded_seconds(value: float, what: str, high: float) -> float:
+    """A duration as given (0.5 stays 0.5), above 0 and at most `high`."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise StackError(f"{what} {value!r} is not a number of seconds", f"give {what} in seconds, e.g. 300") from None
+    if not 0 < seconds <= high:
+        raise StackError(f"{what} must be above 0 and at most {high:g} seconds, got {seconds:g}", f"give {what} in 0..{high:g}")
+    return seconds
+
+
 def one_line(value: str | None, what: str) -> str | None:
     """Values that land in job scripts or files must not carry a line break or control character."""
     if value is not None and any(ord(c) < 32 for c in value):
@@ -246,7 +257,7 @@ def build_spec(
         env_file=expand(env_file, environ) if env_file else None,
         worker_requirements=requirements,
         base_image=one_line(base_image, "--base-image"),
-        timeout=float(bounded(int(timeout), "--timeout", 1, MAX_TIMEOUT)),
+        timeout=bounded_seconds(timeout, "--timeout", MAX_TIMEOUT),
         remote=destination,
         access=access,
         insecure=insecure,

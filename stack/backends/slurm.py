@@ -132,7 +132,7 @@ class SlurmBackend(Backend):
         progress(f"services job of stack {self.deployment.name!r} is not running: submitting it again")
         cluster.cancel(self.shell, self.names)
         fresh = self.prepare(spec, progress)
-        self.deployment, self.script = fresh.deployment, fresh.script
+        self.deployment, self.script, self.timeout = fresh.deployment, fresh.script, fresh.timeout  # --timeout too
         self.start(progress)
         return ["services job"]
 

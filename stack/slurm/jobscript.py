@@ -65,9 +65,9 @@ def worker_job_options(spec, deployment) -> dict:
         "job_script_prologue": [f"export TMPDIR={options.worker_tmpdir}"],
         # No home directory in the container (a transformation cannot read ~/.ssh); the
         # credentials read-only; the CA in the bundle that verifies the services' HTTPS.
-        "python": f"apptainer exec {CONTAINED} --bind {tls_dir(record.stack_dir)}:/tls:ro "
+        "python": f"apptainer exec {CONTAINED} --bind {quote(tls_dir(record.stack_dir) + ':/tls:ro')} "
                   + "".join(f"--env {key}={value} " for key, value in WORKER_TLS.items())
-                  + f"--env TMPDIR=$TMPDIR --env {THROTTLE_VARIABLE}={deployment.throttle} {record.sifs['worker']} python3",
+                  + f"--env TMPDIR=$TMPDIR --env {THROTTLE_VARIABLE}={deployment.throttle} {quote(record.sifs['worker'])} python3",
         "local_directory": "$TMPDIR",
         # Seamless' thread layout (a later --nthreads wins over dask-jobqueue's cores/processes)
         # No worker dashboard: it would serve task keys, unauthenticated, to the cluster network.

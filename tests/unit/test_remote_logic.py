@@ -223,3 +223,39 @@ def test_a_port_someone_else_took_is_named():
     kernel = "Error starting userland proxy: listen tcp4 127.0.0.1:60124: bind: address already in use"
     assert port_taken(proxy) == ("127.0.0.1", 60123) and port_taken(kernel) == ("127.0.0.1", 60124)
     assert port_taken("no such image") is None
+
+
+def test_a_record_saved_before_its_placement_is_one_line_for_every_command():
+    from seamless_stack.errors import StackError
+    d = _deployment(method="slurm", compose=None, placement=None,
+                    slurm=SlurmRecord(stack_dir="/s", sifs={}, mode="adaptive", login="login"))
+    with pytest.raises(StackError, match=r"stack 's' is still starting, or its `up` was interrupted.*down --name s"):
+        d.connection()
+
+
+def test_stream_blames_the_side_that_failed():
+    from seamless_stack.shell import CommandFailed, stream
+    with pytest.raises(CommandFailed, match="receiving side"):
+        stream(["sh", "-c", "head -c 50000000 /dev/zero"], ["sh", "-c", "echo refused >&2; exit 3"], lambda line: None)
+    with pytest.raises(CommandFailed, match="this machine"):
+        stream(["sh", "-c", "echo broken >&2; exit 4"], ["sh", "-c", "cat > /dev/null"], lambda line: None)
+    assert stream(["sh", "-c", "printf 12345"], ["sh", "-c", "cat > /dev/null"], lambda line: None) == 5
+
+
+def test_the_node_helper_draws_only_the_ports_it_needs():
+    import subprocess
+    import sys
+    from seamless_stack.resources import DATA
+    helper = DATA / "apptainer" / "seamless_stack_node.py"
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("0.0.0.0", 0))
+        base = probe.getsockname()[1]
+    # three free ports in the range and a fixed scheduler port outside it: enough
+    out = subprocess.run([sys.executable, str(helper), "ports", "4", str(base), str(base + 2), str(base + 10)],
+                         capture_output=True, text=True)
+    if out.returncode != 0 and ("in use" in out.stderr or "free ports" in out.stderr):
+        pytest.skip("a port of the probe range is busy on this machine")
+    assert out.returncode == 0, out.stderr
+    ports = [int(p) for p in out.stdout.split()]
+    assert ports[2] == base + 10 and sorted(ports[:2] + ports[3:]) == [base, base + 1, base + 2]

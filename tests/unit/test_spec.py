@@ -103,3 +103,10 @@ def test_the_transformation_throttle_is_read_as_seamless_reads_it():
     for bad in ("x", "0", "99"):
         with pytest.raises(StackError, match="SEAMLESS_WORKER_TRANSFORMATION_THROTTLE"):
             spec({"SEAMLESS_WORKER_TRANSFORMATION_THROTTLE": bad})
+
+
+def test_timeout_is_a_float_as_given():
+    assert spec(timeout=0.5).timeout == 0.5 and spec(timeout=1.9).timeout == 1.9
+    for bad in (0, -1, "soon"):
+        with pytest.raises(StackError, match="--timeout"):
+            spec(timeout=bad)
