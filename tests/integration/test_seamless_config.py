@@ -262,7 +262,8 @@ def test_nested_transformations_and_pure_dask_stages_on_connected_stacks(cli, cl
     env = cli.env(PATH=f"{client_venv}/bin:{os.environ['PATH']}")
     first, second = stack_name(cli), stack_name(cli)
     shared_database = tmp_path / "database"
-    for name, threads, dirs in ((first, "1", ("--database-dir", str(shared_database))), (second, "2", ())):
+    confined = ("--port-range", "58000-58099")  # the first stack's ports, and so its tunnel's
+    for name, threads, dirs in ((first, "1", ("--database-dir", str(shared_database), *confined)), (second, "2", ())):
         up = cli.up(name, "--threads", threads, *dirs, "--project", "nest", env=env)
         assert up.returncode == 0, up.stderr
     assert (cli.home / ".seamless" / f"database-{second}" / "seamless.db").is_file(), "its own database by default"
@@ -296,5 +297,8 @@ def test_nested_transformations_and_pure_dask_stages_on_connected_stacks(cli, cl
             assert pure["values"] == [0, 1, 4, 9, 16] and set(pure["hosts"]) <= workers, pure
             files = client_files(cli.home)
             assert f"pure-daskserver-seamless-stack-{name}-default" in files
+            if name == first:  # the tunnel's forwarder draws from the stack's own range
+                ports = {json.loads(path.read_text())["port"] for key, path in files.items() if name in key}
+                assert ports and all(58000 <= port <= 58099 for port in ports), ports
         finally:
             assert tunnel.close() == 0
