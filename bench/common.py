@@ -12,9 +12,11 @@ Every benchmark prints its result lines as
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -159,3 +161,36 @@ def report(title: str, rows: list[tuple[str, list[float]]], ratio: str, unit: st
     value = medians[0] / medians[1]
     print(f"  ratio {ratio}  {value:.2f}", flush=True)
     return value
+
+
+class Tunnel:
+    """`seamless-stack tunnel --format json` in the background, ready once its JSON object has
+    closed (the env file holds local addresses while it runs); its stderr goes to a file in
+    the workspace, so an unread pipe never blocks it."""
+
+    def __init__(self, ws: Workspace, name: str, timeout: float = 120):
+        self.stderr_path = ws.home / f"tunnel-{name}.stderr"
+        self.stderr = self.stderr_path.open("w")
+        self.process = subprocess.Popen([CLI, "tunnel", "--name", name, "--format", "json"], env=ws.env,
+                                        stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        while not lines or not lines[-1].startswith("}"):
+            line = self.process.stdout.readline()
+            if not line or time.monotonic() > deadline:
+                self.close()
+                raise SystemExit(f"the tunnel did not come up:\n{self.stderr_path.read_text()[-2000:]}")
+            lines.append(line)
+        self.variables = json.loads("".join(lines))
+
+    def close(self) -> int:
+        """SIGINT, as Ctrl-C; its exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.stderr.close()
+        return self.process.returncode

@@ -18,16 +18,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import time
 import uuid
 
-from bench.common import CLI, Workspace, client_venv, image_tags, log, report, seamless_run, short_id
+from bench.common import CLI, Tunnel, Workspace, client_venv, image_tags, log, report, seamless_run, short_id
 
 CHUNK = 1 << 20
 
@@ -66,32 +64,6 @@ def transfer(ws: Workspace, host: str, tags: list[str]) -> tuple[float, int]:
     if save.returncode or load.returncode:
         raise SystemExit(f"docker save | ssh {host} docker load failed ({save.returncode}, {load.returncode}): {err[-2000:]}")
     return time.monotonic() - start, sent
-
-
-class Tunnel:
-    """`seamless-stack tunnel` in the background; the env file holds local addresses while it runs."""
-
-    def __init__(self, ws: Workspace, name: str):
-        self.process = subprocess.Popen([CLI, "tunnel", "--name", name, "--format", "json"], env=ws.env,
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        lines: list[str] = []
-        deadline = time.monotonic() + 120
-        while not lines or not lines[-1].startswith("}"):
-            line = self.process.stdout.readline()
-            if not line or time.monotonic() > deadline:
-                self.close()
-                raise SystemExit(f"the tunnel did not come up: {self.process.stderr.read()[-2000:]}")
-            lines.append(line)
-        self.variables = json.loads("".join(lines))
-
-    def close(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
 
 
 def run(host: str, ssh_key: str | None, rounds: int, runs: int, warmup: int) -> None:

@@ -27,11 +27,10 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 from pathlib import Path
 
-from bench.common import CLI, Workspace, client_venv, image_tags, log, report, short_id
+from bench.common import Tunnel, Workspace, client_venv, image_tags, log, report, short_id
 from bench.security_cost import smoke, workload_parser
 
 ROUTE_WORKLOAD = Path(__file__).resolve().parent / "client" / "route_workload.py"
@@ -51,35 +50,6 @@ def project_files(connect_output: str) -> dict[str, str]:
     if set(files) != {"seamless.profile.yaml", "seamless.yaml"}:
         raise SystemExit(f"unexpected output of `seamless-stack connect`:\n{connect_output}")
     return {filename: "\n".join(lines) + "\n" for filename, lines in files.items()}
-
-
-class Tunnel:
-    """`seamless-stack tunnel --format json` in the background; ready once its JSON object closed."""
-
-    def __init__(self, ws: Workspace, name: str):
-        self.stderr_path = ws.home / f"tunnel-{name}.stderr"
-        self.stderr = self.stderr_path.open("w")
-        self.process = subprocess.Popen([CLI, "tunnel", "--name", name, "--format", "json"], env=ws.env,
-                                        stdout=subprocess.PIPE, stderr=self.stderr, text=True)
-        lines = []
-        while not lines or not lines[-1].startswith("}"):
-            line = self.process.stdout.readline()
-            if not line:
-                self.close()
-                raise SystemExit(f"seamless-stack tunnel ended:\n{self.stderr_path.read_text()[-3000:]}")
-            lines.append(line)
-        self.variables = json.loads("".join(lines))
-
-    def close(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        self.stderr.close()
-        return self.process.returncode
 
 
 def route_workload(venv: Path, home: Path, folder: Path, count: int, parallel: int) -> dict[str, float]:
