@@ -16,7 +16,7 @@ from typing import Mapping
 
 from .errors import StackError
 from .layout import DEFAULT_NAME, DEFAULT_PORT_RANGE, compose_project, default_database_dir, seamless_home
-from .slurm import walltime as slurm_time
+from . import slurm_time
 from .ssh import Destination
 
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")

@@ -12,7 +12,7 @@ from typing import Iterable
 
 from ..errors import StackError
 from ..shell import quote
-from . import walltime as slurm_time
+from .. import slurm_time
 
 TOOLS = ("sbatch", "squeue", "scancel", "sinfo", "apptainer", "python3")
 

@@ -11,7 +11,7 @@ from dataclasses import replace
 from ..errors import StackError
 from ..spec import SlurmOptions, StackSpec
 from .commands import ClusterFacts
-from . import walltime as slurm_time
+from .. import slurm_time
 
 
 def memory_mb(text: str, dask: bool = False) -> int:

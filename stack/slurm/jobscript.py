@@ -8,7 +8,7 @@ from typing import Iterable
 from ..shell import quote
 from ..spec import THROTTLE_VARIABLE
 from . import APPTAINER_DIR
-from . import walltime as slurm_time
+from .. import slurm_time
 
 
 # Every container of a stack: a clean environment, neither the home directory nor the job's

@@ -10,7 +10,7 @@ from seamless_stack import credentials
 from seamless_stack.hosts import listening_ports
 from seamless_stack.layout import ROLES
 from seamless_stack.plan import ComposeRecord, Deployment, Placement, SlurmRecord
-from seamless_stack.slurm import walltime
+from seamless_stack import slurm_time as walltime
 from seamless_stack.slurm.jobscript import lifetimes, services_job_script
 from seamless_stack.slurm.sif import sif_name
 from seamless_stack.storage import absolute
