@@ -27,8 +27,8 @@ from .forward import Forwarder, routes_for
 from .health import ServiceFailed, stack_waits, wait_until_ready
 from .layout import CLASSIC_PORTS, DEFAULT_PORT_RANGE, PORTS, StackFiles
 from .plan import Deployment
-from .redact import redact
 from .ports import allocate_ports, port_is_free
+from .redact import redact
 from .spec import StackSpec
 from .ssh import Destination, Tunnel
 
