@@ -247,7 +247,7 @@ def _connect(name: str, projects: list, out) -> None:
 
 def _security(d) -> str:
     if d.credentials_dir:
-        http = "HTTPS" if d.http_tls else "HTTP on loopback"
+        http = "HTTPS" if d.http_tls else "HTTP"
         return f"Dask mutual TLS, dashboard client certificate, hashserver/database secret ({http}); credentials in {d.credentials_dir}"
     return "NONE (--insecure): every user of this machine can use the stack and run code as you"
 

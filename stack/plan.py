@@ -16,7 +16,7 @@ from .connection import Connection
 from .errors import StackError
 from .layout import PORTS, StackFiles, compose_project
 from .ports import allocate_ports
-from .spec import LOOPBACK, StackSpec
+from .spec import StackSpec
 
 WILDCARDS = ("0.0.0.0", "::")
 METHODS = ("local", "remote", "slurm")
@@ -87,9 +87,10 @@ class Deployment:
 
     @property
     def http_tls(self) -> bool:
-        """HTTPS for the hashserver and database where their links leave the machine: Slurm
-        (workers on other nodes), or a bind others reach. Loopback and SSH tunnels need no TLS."""
-        return self.credentials_dir is not None and (self.method == "slurm" or self.bind not in LOOPBACK)
+        """HTTPS for the hashserver and database of every secured stack, loopback and SSH tunnels
+        included: a client verifies the stack's certificate before its secret leaves it, so
+        whoever holds a freed port (a restart, a crash, a tunnel reconnect) learns nothing."""
+        return self.credentials_dir is not None
 
     @property
     def tunnel_target(self) -> str:

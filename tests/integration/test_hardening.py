@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import sqlite3
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -113,7 +114,7 @@ def test_every_service_container_is_hardened(cli, client, tmp_path):
             assert held == CREDENTIALS_HELD[service], f"{where} holds {sorted(held)}"
 
 
-def _request(method: str, url: str, body: dict | None = None) -> tuple[int, str]:
+def _request(method: str, url: str, body: dict | None = None, ssl_context=None) -> tuple[int, str]:
     """urllib leaves the URL's `user:secret@` alone: it becomes Basic auth here, as in aiohttp."""
     data = json.dumps(body).encode() if body is not None else None
     parts = urllib.parse.urlsplit(url)
@@ -123,19 +124,19 @@ def _request(method: str, url: str, body: dict | None = None) -> tuple[int, str]
         token = base64.b64encode(f"{parts.username}:{parts.password}".encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=ssl_context) as response:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read().decode()
 
 
-def _restart_and_wait(container: str, url: str, timeout: float = 120) -> None:
+def _restart_and_wait(container: str, url: str, ssl_context, timeout: float = 120) -> None:
     """seamless-database keeps its SQLite file open: file permissions count at the next open."""
     subprocess.run(["docker", "restart", "-t", "10", container], capture_output=True, check=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            if _request("GET", f"{url}/healthcheck") == (200, "OK"):
+            if _request("GET", f"{url}/healthcheck", ssl_context=ssl_context) == (200, "OK"):
                 return
         except OSError:
             pass
@@ -157,13 +158,14 @@ def test_a_read_only_database_file_is_read_only_to_the_service(cli, client, tmp_
 
     values = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
     url = json.loads(values["SEAMLESS_REMOTE_CLIENTS"])["database"][0]["url"]  # with the stack's secret
+    context = ssl.create_default_context(cafile=values["SSL_CERT_FILE"])  # the stack's HTTPS
     (db_container,) = [c["Id"] for c in stack_containers(name)["database"]]
 
     def put_result(tag: str) -> tuple[str, int]:
         """A transformation result, PUT as a Seamless client does: JSON in the body, at /."""
         checksum = hashlib.sha256(f"{name}-{tag}-transformation".encode()).hexdigest()
         result = hashlib.sha256(f"{name}-{tag}-result".encode()).hexdigest()
-        status, _ = _request("PUT", url + "/", {"type": "transformation", "checksum": checksum, "value": result})
+        status, _ = _request("PUT", url + "/", {"type": "transformation", "checksum": checksum, "value": result}, context)
         return checksum, status
 
     def stored(checksum: str) -> bool:
@@ -172,15 +174,15 @@ def test_a_read_only_database_file_is_read_only_to_the_service(cli, client, tmp_
 
     try:
         db_file.chmod(0o444)
-        _restart_and_wait(db_container, url)
+        _restart_and_wait(db_container, url, context)
         checksum, status = put_result("read-only")
         assert status != 200, "a PUT into a chmod 444 database file was accepted"
-        assert _request("GET", url + "/", {"type": "transformation", "checksum": checksum})[0] == 404
+        assert _request("GET", url + "/", {"type": "transformation", "checksum": checksum}, context)[0] == 404
         assert not stored(checksum), "the write landed in a chmod 444 database file"
     finally:
         db_file.chmod(0o644)
 
-    _restart_and_wait(db_container, url)
+    _restart_and_wait(db_container, url, context)
     checksum, status = put_result("writable")
     assert status == 200
     assert stored(checksum), "chmod 644 makes the database writable again"

@@ -103,7 +103,7 @@ def test_remote_ssh_with_tunnel(rcli, client, remote):
     try:
         local = json.loads(_read_json(tunnel))
         assert local["SEAMLESS_DASK_SCHEDULER"].startswith("tls://127.0.0.1:")
-        assert "http://seamless:" in local["SEAMLESS_REMOTE_CLIENTS"], "over SSH: plain HTTP inside the tunnel, with the secret"
+        assert "https://seamless:" in local["SEAMLESS_REMOTE_CLIENTS"], "over SSH: HTTPS through the tunnel, with the secret"
         run = client.run(env_file, "seamless-run", "echo through-the-tunnel; hostname")
         assert run.returncode == 0, run.stderr
         assert run.stdout.split()[1] in remote_workers(remote)

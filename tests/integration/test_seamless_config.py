@@ -182,7 +182,7 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
 
         # 5. Workers keep their own addresses: the preload's plugin, worker-facing, with the secret.
         plugin = scheduler_plugin(client_venv, cli.home, f"tcp://127.0.0.1:{daskserver['port']}")
-        assert plugin["buffer"][0]["url"].startswith("http://seamless:") and "@hashserver:" in plugin["buffer"][0]["url"]
+        assert plugin["buffer"][0]["url"].startswith("https://seamless:") and "@hashserver:" in plugin["buffer"][0]["url"]
         assert "@database:" in plugin["database"][0]["url"]
 
         # 6. The forwarder admits this user's processes only.

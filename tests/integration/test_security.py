@@ -7,6 +7,7 @@ probe that could not reach the service cannot pass for a refusal) and as the int
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 from pathlib import Path
@@ -176,7 +177,7 @@ def probe(image: str, cfg: dict, user: str, env: dict[str, str] | None = None, m
 def probe_config(record: dict, host: str) -> dict:
     """Where the probe knocks: the stack's published ports on `host`."""
     ports = record["placement"]["ports"]
-    http = "https" if record["method"] == "slurm" or record["bind"] not in ("127.0.0.1", "localhost") else "http"
+    http = "https" if record.get("credentials_dir") else "http"  # every secured stack speaks HTTPS
     return {"hashserver": f"{http}://{host}:{ports['hashserver']}", "database": f"{http}://{host}:{ports['database']}",
             "dashboard": f"https://{host}:{ports['dashboard']}", "scheduler": f"{host}:{ports['scheduler']}",
             "known": "a buffer the owner stored " + record["name"]}
@@ -355,9 +356,49 @@ def test_rotate_makes_new_credentials_and_the_old_ones_stop_working(cli, client,
     assert run.returncode == 0 and run.stdout.strip() == "rotated", run.stderr
 
 
-def test_a_port_taken_while_a_service_was_down_is_named_in_one_line(cli, tmp_path):
-    """Another user binds the hashserver's port while it is stopped: `restart` says which port
-    is taken, in one line, and leaves nothing half-done; once freed, `restart` brings it back."""
+SQUATTER = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); s.settimeout(0.5)
+print("bound", flush=True)
+deadline = time.monotonic() + 300
+while time.monotonic() < deadline:
+    try:
+        conn, _ = s.accept()
+    except socket.timeout:
+        continue
+    conn.settimeout(3)
+    try:
+        got = conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\nOK")  # whatever a client wants to hear
+        got += conn.recv(65536)
+    except OSError:
+        pass
+    print(got.hex(), flush=True)
+    conn.close()
+"""
+
+OWNER_REQUEST = """
+import asyncio, json, os, warnings
+warnings.filterwarnings("ignore")
+import aiohttp
+async def main():
+    url = json.loads(os.environ["SEAMLESS_REMOTE_CLIENTS"])["buffer"][0]["url"]  # as seamless_remote does
+    async with aiohttp.ClientSession() as session:
+        try:
+            async with session.get(url + "/healthcheck", timeout=aiohttp.ClientTimeout(total=10)) as response:
+                print("answered", response.status)
+        except Exception as exc:
+            print("refused", type(exc).__name__)
+asyncio.run(main())
+"""
+
+
+def test_a_port_taken_while_a_service_was_down_yields_no_secret_and_is_named_in_one_line(cli, client, tmp_path):
+    """Another user binds the hashserver's port while it is stopped. The owner's client, as
+    Seamless' (aiohttp, the secret in the URL), checks the stack's certificate first: the squatter
+    gets a TLS hello and nothing else. `restart` says which port is taken, in one line; once the
+    port is free, `restart` brings the service back."""
     name = cli.new_name()
     assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
     port = read_record(cli, name)["placement"]["ports"]["hashserver"]
@@ -366,11 +407,16 @@ def test_a_port_taken_while_a_service_was_down_is_named_in_one_line(cli, tmp_pat
                                check=True).stdout.strip()
     subprocess.run(["docker", "stop", "-t", "5", container], check=True, capture_output=True)
     squatter = subprocess.Popen(["setpriv", f"--reuid={INTRUDER_UID}", f"--regid={INTRUDER_UID}", "--clear-groups",
-                                 "/usr/bin/python3", "-c", "import socket, sys, time\ns = socket.socket()\n"
-                                 f"s.bind(('127.0.0.1', {port})); s.listen(); print('bound', flush=True); time.sleep(300)"],
-                                stdout=subprocess.PIPE, text=True)
+                                 "/usr/bin/python3", "-c", SQUATTER, str(port)], stdout=subprocess.PIPE, text=True)
     try:
         assert squatter.stdout.readline().strip() == "bound"
+        asked = client.run(cli.env_file(name), "python", "-c", OWNER_REQUEST)
+        assert asked.returncode == 0 and asked.stdout.startswith("refused"), asked.stdout + asked.stderr[-2000:]
+        captured = bytes.fromhex(squatter.stdout.readline().strip())
+        secret = (Path(read_record(cli, name)["credentials_dir"]) / "http.secret").read_text().strip()
+        token = base64.b64encode(f"seamless:{secret}".encode())
+        assert captured and captured[:1] == b"\x16", "the client came, with a TLS hello"
+        assert secret.encode() not in captured and token not in captured, "the squatter got the secret"
         taken = cli.run("restart", "hashserver", "--name", name)
         errors = [line for line in taken.stderr.splitlines() if line.startswith("seamless-stack: error:")]
         assert taken.returncode == 2 and len(errors) == 1, taken.stderr

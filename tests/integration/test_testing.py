@@ -241,6 +241,7 @@ def test_two_sessions_at_once_do_not_collide(example_venv, new_tcx_stacks, tmp_p
 ONE_FILE_TEST = '''
 import base64
 import hashlib
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -252,16 +253,18 @@ def test_the_fixture_alone(seamless_stack):
     assert env["SEAMLESS_DASK_SCHEDULER"].startswith("tls://127.0.0.1:")
     data = b"stored through the seamless_stack fixture\\n"
     checksum = hashlib.sha256(data).hexdigest()
-    url = urllib.parse.urlsplit(env["SEAMLESS_WRITE_BUFFER_SERVER"])  # http://seamless:SECRET@127.0.0.1:PORT
+    url = urllib.parse.urlsplit(env["SEAMLESS_WRITE_BUFFER_SERVER"])  # https://seamless:SECRET@127.0.0.1:PORT
+    assert url.scheme == "https", "the client checks the stack's certificate before the secret leaves it"
     plain = f"{url.scheme}://{url.hostname}:{url.port}/{checksum}"
+    context = ssl.create_default_context(cafile=env["SSL_CERT_FILE"])
     try:
-        urllib.request.urlopen(urllib.request.Request(plain, data=data, method="PUT"), timeout=30)
+        urllib.request.urlopen(urllib.request.Request(plain, data=data, method="PUT"), timeout=30, context=context)
         raise AssertionError("the hashserver took a buffer without the stack's secret")
     except urllib.error.HTTPError as refused:
         assert refused.code == 401
     request = urllib.request.Request(plain, data=data, method="PUT")
     request.add_header("Authorization", "Basic " + base64.b64encode(f"{url.username}:{url.password}".encode()).decode())
-    with urllib.request.urlopen(request, timeout=30) as answer:
+    with urllib.request.urlopen(request, timeout=30, context=context) as answer:
         assert answer.status == 200
     assert (Path(seamless_stack.buffer_dir) / checksum[:2] / checksum).read_bytes() == data
 '''

@@ -103,12 +103,17 @@ def test_direct_wildcard_bind_uses_the_host_name_and_credentials_add_the_client_
     assert v["SSL_CERT_FILE"] == f"{folder}/bundle.pem"
 
 
-def test_a_loopback_stack_keeps_http_with_the_secret(tmp_path):
+def test_a_loopback_stack_speaks_https_too_so_the_secret_goes_only_to_the_stack(tmp_path):
     folder = credentials.ensure(tmp_path / "s.tls", "s").folder
     d = _deployment(access="direct", bind="127.0.0.1", credentials_dir=str(folder))
     v = d.connection().variables()
-    assert json.loads(v["SEAMLESS_REMOTE_CLIENTS"])["database"][0]["url"].startswith("http://seamless:")
-    assert "SSL_CERT_FILE" not in v and v["SEAMLESS_DASK_SCHEDULER"].startswith("tls://")
+    assert json.loads(v["SEAMLESS_REMOTE_CLIENTS"])["database"][0]["url"].startswith("https://seamless:")
+    assert v["SSL_CERT_FILE"] == f"{folder}/bundle.pem" and v["SEAMLESS_DASK_SCHEDULER"].startswith("tls://")
+    tunnelled = _deployment(credentials_dir=str(folder)).connection(local_ports={"hashserver": 5577, "database": 5522,
+                                                                                 "scheduler": 8786, "dashboard": 8787})
+    assert tunnelled.http_url(5577, with_secret=False) == "https://127.0.0.1:5577", "through SSH tunnels as well"
+    insecure = _deployment(access="direct", bind="127.0.0.1").connection().variables()
+    assert "SSL_CERT_FILE" not in insecure and insecure["SEAMLESS_DASK_SCHEDULER"].startswith("tcp://")
 
 
 def test_services_job_script():
