@@ -103,6 +103,8 @@ def up(spec: StackSpec, progress: Progress = _quiet, *, backends: Mapping[str, t
             rollback(backend, exc, progress)
             raise
     _report_ready(backend.deployment, f"ready in {ready_in:.1f}s ({time.monotonic() - started:.1f}s in all)", progress)
+    for warning in backend.warnings:
+        progress(f"WARNING: {warning}")
     seamless_config.refresh(backend.deployment, progress)  # connected Seamless projects: the new addresses
     return backend.deployment
 

@@ -37,6 +37,7 @@ import re
 import secrets
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -166,6 +167,17 @@ def _refresh_dask_config() -> None:
         dask.config.refresh()
 
 
+def _trust_in_process(cafile: str | None) -> None:
+    """SSL_CERT_FILE counts for contexts made after it is set; aiohttp (Seamless' HTTP client)
+    made its default one when it was imported, typically at test collection, before apply():
+    the stack's CA goes into that context too. (aiohttp keeps it in a private name: the example
+    project's test in tests/integration/test_testing.py trips if that changes.)"""
+    connector = sys.modules.get("aiohttp.connector")
+    context = getattr(connector, "_SSL_CONTEXT_VERIFIED", None)
+    if cafile and isinstance(context, ssl.SSLContext):
+        context.load_verify_locations(cafile)
+
+
 class SeamlessStack:
     """A Seamless stack (hashserver, database, Dask scheduler, `workers` Dask workers with
     `threads` threads each) in Docker, with its storage in a temporary folder.
@@ -245,6 +257,7 @@ class SeamlessStack:
             self._saved_environ = {key: os.environ.get(key) for key in variables}
         os.environ.update(variables)
         _refresh_dask_config()
+        _trust_in_process(variables.get("SSL_CERT_FILE"))
         return variables
 
     def hostnames(self, service: str = "worker") -> set[str]:

@@ -36,6 +36,7 @@ class Backend(ABC):
 
     def __init__(self, deployment: Deployment):
         self.deployment = deployment
+        self.warnings: list[str] = []  # about the target, said once the stack is ready (not before an error)
 
     @classmethod
     @abstractmethod

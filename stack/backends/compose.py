@@ -80,12 +80,6 @@ class ComposeBackend(Backend):
         engine = docker_tools.check_engine(local_docker)  # Compose itself is checked only when a compose call fails
         host = _host(spec)
         host.check_bind(spec.bind)
-        if spec.bind in LOOPBACK:
-            remote = isinstance(host, SSHDockerHost)
-            warning = docker_tools.loopback_publishing_warning(host.docker_version if remote else engine,
-                                                               f" on {spec.remote}" if remote else "")
-            if warning:
-                progress(f"WARNING: {warning}")
         dirs = host.prepare_dirs({
             "buffer directory (--buffer-dir / HASHSERVER_BUFFER_DIR)": spec.buffer_dir,
             "database directory (--database-dir / DATABASE_DIR)": spec.database_dir,
@@ -100,6 +94,11 @@ class ComposeBackend(Backend):
         deployment = compose_plan(spec, tags, host, tuple(dirs.values()),
                                   reserved_ports=_reserved_ports(spec, host.docker_host), credentials_dirs=credentials_dirs)
         backend = cls(deployment)
+        if spec.bind in LOOPBACK:
+            remote = isinstance(host, SSHDockerHost)
+            warning = docker_tools.loopback_publishing_warning(host.docker_version if remote else engine,
+                                                               f" on {spec.remote}" if remote else "")
+            backend.warnings += [warning] if warning else []
         host.push_images(backend.docker, tags, progress)
         return backend
 

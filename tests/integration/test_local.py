@@ -105,7 +105,8 @@ def test_env_formats_carry_the_same_values(cli, tmp_path):
     compose = tmp_path / "echo.yaml"
     compose.write_text("services:\n  x:\n    image: scratch\n    environment:\n" + "".join(f"      {k}: ${{{k}}}\n" for k in as_json))
     config = subprocess.run(["docker", "compose", "-f", str(compose), "--env-file", str(dotenv), "config", "--format", "json"],
-                            capture_output=True, text=True, check=True)
+                            capture_output=True, text=True, check=True,  # (the process' own values would win)
+                            env={k: v for k, v in os.environ.items() if k not in as_json})
     assert json.loads(config.stdout)["services"]["x"]["environment"] == as_json
     remote = json.loads(as_json["SEAMLESS_REMOTE_CLIENTS"])
     for entry in remote["buffer"] + remote["database"]:

@@ -13,8 +13,9 @@ from .conftest import project_containers
 from .test_errors import assert_clean_failure
 
 
-def storage(tmp_path):
-    return "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")
+def storage(tmp_path, database: str = "d"):
+    """A shared buffer store; a database of its own for every stack that runs beside another."""
+    return "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / database)
 
 
 def container(name: str, service: str) -> str:
@@ -77,7 +78,7 @@ def test_a_corrupt_record_is_one_line_and_affects_no_other_stack(cli, tmp_path):
             assert "seamless-stack down --name broken" in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert cli.run("status", "--name", good).returncode == 0, "another stack is not affected"
     other = cli.new_name()
-    assert cli.up(other, *storage(tmp_path)).returncode == 0, "up of another stack is not affected"
+    assert cli.up(other, *storage(tmp_path, "d-other")).returncode == 0, "up of another stack is not affected"
     assert cli.run("down", "--name", "broken").returncode == 0 and not (records / "broken.json").exists()
 
 
