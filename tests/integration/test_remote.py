@@ -127,14 +127,15 @@ KNOCK = r"""
 h=$1 d=$2 s=$3 b=$4 known=$5 auth=$6 stack=$7   # ports; the checksum of "x"; "owner": with the secret file
 code() {
     if [ "$auth" = owner ]; then
-        printf 'user = "seamless:%s"\n' "$(cat ~/.seamless/stacks/$stack.tls/http.secret)" | curl -K - -s -o /dev/null -w '%{http_code}' "$@"
-    else
-        curl -s -o /dev/null -w '%{http_code}' "$@"
+        printf 'user = "seamless:%s"\n' "$(cat ~/.seamless/stacks/$stack.tls/http.secret)" |
+            curl -K - --cacert ~/.seamless/stacks/$stack.tls/ca.crt -s -o /dev/null -w '%{http_code}' "$@"
+    else  # an intruder does not care whom it talks to
+        curl -k -s -o /dev/null -w '%{http_code}' "$@"
     fi
 }
-echo "buffer PUT $(code -X PUT --data-binary x http://127.0.0.1:$h/$known)"
-echo "buffer GET $(code http://127.0.0.1:$h/$known)"
-echo "database PUT $(code -X PUT --data-binary '{"type": "transformation", "checksum": "'$known'", "value": "'$known'"}' http://127.0.0.1:$d/)"
+echo "buffer PUT $(code -X PUT --data-binary x https://127.0.0.1:$h/$known)"
+echo "buffer GET $(code https://127.0.0.1:$h/$known)"
+echo "database PUT $(code -X PUT --data-binary '{"type": "transformation", "checksum": "'$known'", "value": "'$known'"}' https://127.0.0.1:$d/)"
 echo "dashboard $(curl -sk -o /dev/null -w '%{http_code}' https://127.0.0.1:$b/health; echo " exit $?")"
 echo "scheduler $(curl -sk -v https://127.0.0.1:$s/ 2>&1 | grep -io 'certificate required' | head -1)"
 """
