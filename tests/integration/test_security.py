@@ -207,7 +207,9 @@ def assert_the_owner_gets_in(image: str, record: dict, cfg: dict, network: str =
 def assert_refused(intruder: dict) -> None:
     for what in ("buffer PUT", "buffer GET", "database PUT (poisoning)", "database GET"):
         assert intruder[what] == 401, (what, intruder)
-    assert intruder["dashboard"] == "SSLError" and intruder["dashboard, plain http"] != 200, intruder
+    # No HTTP answer at all: the handshake is refused (an SSLError, or under load a URLError
+    # wrapping the reset that ends it: both are refusals, neither is a response).
+    assert not isinstance(intruder["dashboard"], int) and intruder["dashboard, plain http"] != 200, intruder
     assert "CERTIFICATE_REQUIRED" in intruder["Dask TLS handshake"].upper(), intruder
     assert not any(str(answer).startswith("ran code") for answer in intruder.values()), intruder
 
@@ -359,7 +361,14 @@ def test_rotate_makes_new_credentials_and_the_old_ones_stop_working(cli, client,
 SQUATTER = """
 import socket, sys, time
 s = socket.socket()
-s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(); s.settimeout(0.5)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as any squatter would: TIME_WAIT rows do not stop it
+for _ in range(100):  # the engine's proxy may take a moment to let the port go
+    try:
+        s.bind(("127.0.0.1", int(sys.argv[1])))
+        break
+    except OSError:
+        time.sleep(0.1)
+s.listen(); s.settimeout(0.5)
 print("bound", flush=True)
 deadline = time.monotonic() + 300
 while time.monotonic() < deadline:
