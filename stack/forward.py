@@ -4,7 +4,7 @@
 rest) and cannot present a certificate or a secret. So `seamless-stack tunnel` listens on
 127.0.0.1 in plain TCP and HTTP for the client files, admits only connections from this
 user's processes, and speaks to the stack with its credentials: mutual TLS to the
-scheduler and dashboard, the secret (and TLS where the services speak HTTPS) to the
+scheduler and dashboard, the secret over HTTPS (the stack's certificate verified) to the
 hashserver and database.
 
 Admission (peer.py): the client's socket must be a live one of our UID, which a client that
