@@ -33,7 +33,8 @@ USER = "seamless"  # the user name in the URLs' credentials; only the secret is 
 # Names the services have inside a Compose network, and the loopback names tunnels use.
 COMPOSE_NAMES = ("localhost", "127.0.0.1", "hashserver", "database", "scheduler")
 # Lifetimes: the CA (which clients trust) long; the certificates short, renewed at `up` when
-# RENEW_DAYS or fewer remain, with the same keys and CA, so running clients see no change.
+# RENEW_DAYS or fewer remain under the same CA (the client's with the key clients already
+# hold), so running clients see no change.
 CA_DAYS, LEAF_DAYS, RENEW_DAYS = 3650, 90, 30
 KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")  # openssl req
 
@@ -72,7 +73,7 @@ def ensure(folder: Path, stack: str, names: tuple[str, ...] = (), rotate: bool =
     if rotate or not creds.complete:
         _make_identity(creds, stack)
     elif _expiring(creds.path("client.crt")):
-        _sign_client(creds, stack, key=("-key", creds.path("client.key")))
+        _sign_client(creds, stack, renew=True)
     if creds.complete and wanted <= creds.names() and not _expiring(creds.path("server.crt")):
         return creds
     # Dask servers are clients of each other too (workers dial the scheduler and back).
@@ -89,11 +90,11 @@ def _signed_by(creds: Credentials) -> tuple[str, ...]:
             "-addext", "basicConstraints=critical,CA:FALSE")
 
 
-def _sign_client(creds: Credentials, stack: str, key: tuple[str, ...] = KEY) -> None:
-    """The client identity, a new key or (renewal) the one clients already hold."""
+def _sign_client(creds: Credentials, stack: str, renew: bool = False) -> None:
+    """The client identity: a new key, or (renew) the one clients already hold."""
+    key = ("-key", creds.path("client.key")) if renew else (*KEY, "-keyout", creds.path("client.key"))
     _openssl("req", "-x509", *key, *_signed_by(creds), "-subj", f"/CN=seamless-stack {stack} client",
-             "-addext", "extendedKeyUsage=clientAuth",
-             *(("-keyout", creds.path("client.key")) if key is KEY else ()), "-out", creds.path("client.crt"))
+             "-addext", "extendedKeyUsage=clientAuth", "-out", creds.path("client.crt"))
     for file in ("client.crt", "client.key"):
         (creds.folder / file).chmod(0o600)
 
