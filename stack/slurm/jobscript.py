@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from typing import Iterable
 
+from .. import slurm_time
 from ..shell import quote
 from ..spec import THROTTLE_VARIABLE
 from . import APPTAINER_DIR
-from .. import slurm_time
 
 
 # Every container of a stack: a clean environment, neither the home directory nor the job's
