@@ -163,6 +163,21 @@ def report(title: str, rows: list[tuple[str, list[float]]], ratio: str, unit: st
     return value
 
 
+def project_files(connect_output: str) -> dict[str, str]:
+    """{filename: text} of a Seamless project's files, from the lines `seamless-stack connect`
+    printed (the benches and the configuration-route tests both write them from there)."""
+    files, current = {}, None
+    for line in connect_output.splitlines():
+        if line.startswith("# seamless"):
+            current = line[2:].strip()
+            files[current] = []
+        elif current and line.startswith("- "):
+            files[current].append(line)
+    if set(files) != {"seamless.profile.yaml", "seamless.yaml"}:
+        raise SystemExit(f"unexpected output of `seamless-stack connect`:\n{connect_output}")
+    return {filename: "\n".join(lines) + "\n" for filename, lines in files.items()}
+
+
 class Tunnel:
     """`seamless-stack tunnel --format json` in the background, ready once its JSON object has
     closed (the env file holds local addresses while it runs); its stderr goes to a file in

@@ -30,26 +30,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.common import Tunnel, Workspace, client_venv, image_tags, log, report, short_id
+from bench.common import Tunnel, Workspace, client_venv, image_tags, log, project_files, report, short_id
 from bench.security_cost import smoke, workload_parser
 
 ROUTE_WORKLOAD = Path(__file__).resolve().parent / "client" / "route_workload.py"
 MEASURES = ("sequential", "parallel")
 PROJECT = "bench"
-
-
-def project_files(connect_output: str) -> dict[str, str]:
-    """{filename: text} of the project's files, from the lines `connect` printed."""
-    files, current = {}, None
-    for line in connect_output.splitlines():
-        if line.startswith("# seamless"):
-            current = line[2:].strip()
-            files[current] = []
-        elif current and line.startswith("- "):
-            files[current].append(line)
-    if set(files) != {"seamless.profile.yaml", "seamless.yaml"}:
-        raise SystemExit(f"unexpected output of `seamless-stack connect`:\n{connect_output}")
-    return {filename: "\n".join(lines) + "\n" for filename, lines in files.items()}
 
 
 def route_workload(venv: Path, home: Path, folder: Path, count: int, parallel: int) -> dict[str, float]:

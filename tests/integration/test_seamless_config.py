@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
+from bench.common import project_files
+
 from .conftest import CLIENT_SCRIPTS, TunnelProcess, service_hostnames
 
 SERVICES = ("hashserver", "database", "daskserver")
@@ -40,17 +42,9 @@ class SeamlessProject:
 
     def write_config(self, connect_output: str) -> None:
         """The files' lines exactly as `connect` printed them."""
-        files, current = {}, None
-        for line in connect_output.splitlines():
-            if line.startswith("# seamless"):
-                current = line[2:].strip()
-                files[current] = []
-            elif current and line.startswith("- "):
-                files[current].append(line)
-        assert set(files) == {"seamless.profile.yaml", "seamless.yaml"}, connect_output
         self.folder.mkdir(parents=True, exist_ok=True)
-        for filename, lines in files.items():
-            (self.folder / filename).write_text("\n".join(lines) + "\n")
+        for filename, text in project_files(connect_output).items():
+            (self.folder / filename).write_text(text)
         shutil.copy(CLIENT_SCRIPTS / "seamless_project.py", self.folder / "script.py")
 
     def env(self) -> dict[str, str]:
