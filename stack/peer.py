@@ -33,6 +33,7 @@ _MSG = struct.Struct("=BBBB")  # family, state, timer, retrans; then sockid; the
 _MSG_TAIL = struct.Struct("=IIIII")  # expires, rqueue, wqueue, uid, inode
 _MSG_SIZE = _MSG.size + _SOCKID.size + 12 + _MSG_TAIL.size  # 72: struct inet_diag_msg
 
+
 @dataclass(frozen=True)
 class DiagSocket:
     """One inet_diag_msg: the kernel's record of a socket."""
