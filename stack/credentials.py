@@ -29,6 +29,9 @@ from .files import write_private
 from .shell import Shell, quote
 
 FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key", "http.secret", "bundle.pem")
+# Where every container sees the stack's credentials (compose/secure.yaml binds them there
+# file by file, apptainer/services-job.sh and the worker jobs bind the tls/ folder).
+CONTAINER_DIR = "/tls"
 USER = "seamless"  # the user name in the URLs' credentials; only the secret is checked
 # Names the services have inside a Compose network, and the loopback names tunnels use.
 COMPOSE_NAMES = ("localhost", "127.0.0.1", "hashserver", "database", "scheduler")
@@ -37,6 +40,11 @@ COMPOSE_NAMES = ("localhost", "127.0.0.1", "hashserver", "database", "scheduler"
 # hold), so running clients see no change.
 CA_DAYS, LEAF_DAYS, RENEW_DAYS = 3650, 90, 30
 KEY = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")  # openssl req
+
+
+def in_container(file: str) -> str:
+    """The path a container sees one of the stack's credential files at."""
+    return f"{CONTAINER_DIR}/{file}"
 
 
 @dataclass(frozen=True)

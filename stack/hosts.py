@@ -14,17 +14,15 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from . import credentials, docker_tools
 from .errors import StackError
 from .layout import SERVICE_ACCOUNT, StackFiles
 from .ports import port_is_free
+from .progress import Progress
 from .shell import CommandFailed, LocalShell, SSHShell, stream
 from .ssh import Destination, explain_ssh_failure
 from .storage import prepare_dirs
-
-Progress = Callable[[str], None]
 
 
 # The account, made once where the services run: a system account with a group of its own,

@@ -15,19 +15,17 @@ import sys
 import tempfile
 from collections import deque
 from pathlib import Path
-from typing import Callable
 
 from python_on_whales import DockerClient, DockerException
 
 from . import airgap, docker_tools, registry
 from .errors import StackError
 from .layout import ROLES
+from .progress import Progress, quiet
 from .resources import images_dir
 
 DEFAULT_BASE = "debian:bookworm-slim"
 REPOSITORY = "seamless-stack"
-
-Progress = Callable[[str], None]
 
 
 def _digest(parts: list[bytes]) -> str:
@@ -171,7 +169,7 @@ def build_images(
     *,
     base_image: str | None = None,
     worker_requirements: Path | None = None,
-    progress: Progress = lambda line: None,
+    progress: Progress = quiet,
     force: bool = False,
 ) -> dict[str, str]:
     """Build whatever image is missing (all, with force). Returns role -> tag."""

@@ -16,12 +16,10 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Callable
 
 from .errors import StackError
+from .progress import Progress
 from .ssh import Destination, explain_ssh_failure
-
-Progress = Callable[[str], None]
 
 
 def quote(text: str) -> str:

@@ -10,12 +10,11 @@ import contextlib
 import io
 import json
 import subprocess
-from typing import Callable
 
 from ..errors import StackError
+from ..progress import Progress
 from ..shell import CommandFailed, LocalShell, Shell, quote
 
-Progress = Callable[[str], None]
 BUILD_TIMEOUT = 1800
 
 

@@ -6,6 +6,7 @@ import json
 from typing import Iterable
 
 from .. import slurm_time
+from ..credentials import CONTAINER_DIR, in_container
 from ..shell import quote
 from ..spec import THROTTLE_VARIABLE
 from . import APPTAINER_DIR
@@ -18,10 +19,10 @@ CONTAINED = "--cleanenv --no-home --no-mount cwd --pwd /tmp"
 # services job (--export), so nothing may come from its environment.
 WORKER_TLS = {
     "DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION": "True",
-    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": "/tls/ca.crt",
-    **{f"DASK_DISTRIBUTED__COMM__TLS__{role}__{part}": f"/tls/server.{ext}"
+    "DASK_DISTRIBUTED__COMM__TLS__CA_FILE": in_container("ca.crt"),
+    **{f"DASK_DISTRIBUTED__COMM__TLS__{role}__{part}": in_container(f"server.{ext}")
        for role in ("WORKER", "CLIENT") for part, ext in (("CERT", "crt"), ("KEY", "key"))},
-    "SSL_CERT_FILE": "/tls/bundle.pem",  # verifies the services' HTTPS
+    "SSL_CERT_FILE": in_container("bundle.pem"),  # verifies the services' HTTPS
 }
 
 
@@ -65,7 +66,7 @@ def worker_job_options(spec, deployment) -> dict:
         "job_script_prologue": [f"export TMPDIR={options.worker_tmpdir}"],
         # No home directory in the container (a transformation cannot read ~/.ssh); the
         # credentials read-only; the CA in the bundle that verifies the services' HTTPS.
-        "python": f"apptainer exec {CONTAINED} --bind {quote(tls_dir(record.stack_dir) + ':/tls:ro')} "
+        "python": f"apptainer exec {CONTAINED} --bind {quote(f'{tls_dir(record.stack_dir)}:{CONTAINER_DIR}:ro')} "
                   + "".join(f"--env {key}={value} " for key, value in WORKER_TLS.items())
                   + f"--env TMPDIR=$TMPDIR --env {THROTTLE_VARIABLE}={deployment.throttle} {quote(record.sifs['worker'])} python3",
         "local_directory": "$TMPDIR",

@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import time
 from pathlib import PurePosixPath
-from typing import Callable
 
 from .. import docker_tools, images, registry
 from ..errors import StackError
 from ..layout import ROLES
+from ..progress import Progress
 from ..shell import Shell, quote
 from .apptainer import Apptainer
-
-Progress = Callable[[str], None]
 
 
 def sif_name(tag: str) -> str:
