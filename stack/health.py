@@ -89,14 +89,23 @@ class SeamlessWorkersWait:
         return ready >= self.count, detail
 
 
+def service_waits(hashserver: str, database: str, dashboard: str,
+                  context: ssl.SSLContext | None = None) -> list[Wait]:
+    """The three HTTP services answer their health checks, at these base URLs (scheme://host:port)."""
+    return [
+        HttpWait("hashserver", f"{hashserver}/healthcheck", "OK", context),
+        HttpWait("database", f"{database}/healthcheck", "OK", context),
+        HttpWait("scheduler", f"{dashboard}/health", "ok", context),
+    ]
+
+
 def stack_waits(c, workers: int) -> list[Wait]:
     """The gate for one stack, as a client with Connection c sees it."""
     context = credentials.client_ssl_context(c.credentials_dir) if c.credentials_dir else None
     dashboard = f"{'https' if context else 'http'}://{c.host}:{c.dashboard_port}"
     return [
-        HttpWait("hashserver", f"{c.http_url(c.hashserver_port, with_secret=False)}/healthcheck", "OK", context),
-        HttpWait("database", f"{c.http_url(c.database_port, with_secret=False)}/healthcheck", "OK", context),
-        HttpWait("scheduler", f"{dashboard}/health", "ok", context),
+        *service_waits(c.http_url(c.hashserver_port, with_secret=False),
+                       c.http_url(c.database_port, with_secret=False), dashboard, context),
         SeamlessWorkersWait("worker", f"{dashboard}/seamless-stack/ready", workers, context),
     ]
 

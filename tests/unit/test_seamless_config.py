@@ -328,3 +328,54 @@ def test_a_secured_stack_is_used_through_the_tunnel_only(home):
     assert (content["hostname"], content["port"]) == ("127.0.0.1", LOCAL["hashserver"])
     sc.tunnel_closed(d)
     assert list(client_dir.iterdir()) == []
+
+
+# -- the hooks' one step ---------------------------------------------------------------------
+def test_updating_saves_the_change_rewrites_the_files_and_reports(home):
+    from seamless_stack.seamless_config.hooks import updating
+
+    d = deployment()
+    state.save(d)
+    sc.connect("s1", [sc.Project("demo")])
+    lines = []
+    with updating("s1", None, lines.append, "{projects}: {form} ({method}, {stack})") as record:
+        assert record.projects == [sc.Project("demo")]
+        record.method = "remote"
+    assert sc.load("s1").method == "remote"
+    assert lines == ["demo: stack is down: `seamless-stack up ... --name s1` starts it (remote, s1)"]
+    assert list((home / ".remote-http-launcher" / "client").iterdir()) == [], "down: no client files"
+    assert "seamless-stack up remote --name s1" in (home / ".seamless" / "clusters" / "seamless-stack-s1.yaml").read_text()
+
+
+def test_updating_without_projects_says_nothing(home):
+    from seamless_stack.seamless_config.hooks import updating
+
+    lines = []
+    with updating("s1", deployment(), lines.append, "{projects}") as record:
+        record.tunnel = {"pid": os.getpid(), "ports": LOCAL}
+    assert lines == [] and sc.load("s1").tunnel_ports() == LOCAL
+
+
+def test_updating_an_unreadable_record_changes_nothing_and_warns(home):
+    from seamless_stack.seamless_config.hooks import updating
+
+    path = StackFiles.of("s1").projects
+    path.parent.mkdir(parents=True)
+    path.write_text("{nope")
+    lines = []
+    with updating("s1", deployment(), lines.append, "{projects}") as record:
+        assert record == sc.Record("s1"), "the change goes to a blank record"
+        record.projects = [sc.Project("demo")]
+    assert path.read_text() == "{nope" and not (home / ".seamless" / "clusters").exists()
+    assert len(lines) == 1 and lines[0].startswith("WARNING") and "project record of stack 's1'" in lines[0]
+
+
+def test_updating_turns_a_failing_change_into_a_warning(home):
+    from seamless_stack.seamless_config.hooks import updating
+
+    lines = []
+    with updating("s1", deployment(), lines.append) as record:
+        record.method = "slurm"
+        raise ValueError("boom")
+    assert lines == ["WARNING: could not update the files of connected Seamless projects (boom)"]
+    assert not StackFiles.of("s1").projects.exists(), "nothing is saved"
