@@ -19,7 +19,6 @@ from typing import Callable, Iterator, Mapping
 
 from . import seamless_config, state
 from .backends import BACKENDS, Backend, backend_for
-from .backends.compose import remove_project
 from .connection import Connection, render
 from .errors import StackError
 from .files import write_private
@@ -212,13 +211,13 @@ def down(name: str, progress: Progress = _quiet, *, backends: Mapping[str, type[
     except state.CorruptRecord:
         deployment = None
     except StackError:
-        if not _down_leftovers(name, progress):
+        if not _down_leftovers(name, progress, backends):
             raise
         seamless_config.stack_down(name, None, progress)
         return
     if deployment is None:
         progress(f"the state record of {name!r} is unreadable: removing it and what runs under its name here")
-        _down_leftovers(name, progress)
+        _down_leftovers(name, progress, backends)
         state.forget(name)
         StackFiles.of(name).compose_env.unlink(missing_ok=True)
         seamless_config.stack_down(name, None, progress)
@@ -231,9 +230,10 @@ def down(name: str, progress: Progress = _quiet, *, backends: Mapping[str, type[
     seamless_config.stack_down(name, deployment.method, progress)  # no client file keeps pointing at old ports
 
 
-def _down_leftovers(name: str, progress: Progress) -> bool:
-    """Containers of a local stack whose record is gone: found by their Compose labels."""
-    return remove_project(name, progress)
+def _down_leftovers(name: str, progress: Progress, backends: Mapping[str, type[Backend]]) -> bool:
+    """What runs under the name of a stack whose record is gone: each backend looks where it
+    can without one (all of them: the record said which one it was)."""
+    return any([backend.remove_leftovers(name, progress) for backend in dict.fromkeys(backends.values())])
 
 
 def env(name: str, fmt: str = "shell") -> str:
