@@ -19,44 +19,22 @@ from typing import Callable, Iterator, Mapping
 
 from . import seamless_config, state
 from .backends import BACKENDS, Backend, backend_for
-from .connection import Connection, render
+from .connection import render, write_env_file
 from .errors import StackError
-from .files import write_private
-from .forward import Forwarder, routes_for
 from .health import ServiceFailed, stack_waits, wait_until_ready
-from .layout import CLASSIC_PORTS, DEFAULT_PORT_RANGE, PORTS, StackFiles
+from .layout import StackFiles
 from .plan import Deployment
-from .ports import allocate_ports, port_is_free
+from .progress import Progress, quiet
 from .redact import redact
 from .spec import StackSpec
-from .ssh import Destination, Tunnel
+from .tunnel import client_view, tunnel
 
-Progress = Callable[[str], None]
+__all__ = ["up", "down", "status", "env", "logs", "restart", "tunnel", "health_gate"]
+
 Gate = Callable[[Backend, float, Progress], float]
 
 
-def _quiet(line: str) -> None:
-    pass
-
-
 # -- the health gate --------------------------------------------------------------------
-@contextlib.contextmanager
-def client_view(deployment: Deployment) -> Iterator[Connection]:
-    """The stack as a client here sees it; over SSH, through a temporary tunnel."""
-    if deployment.access != "ssh":
-        yield deployment.connection()
-        return
-    local = allocate_ports(PORTS, DEFAULT_PORT_RANGE, is_free=port_is_free)
-    with _tunnel(deployment, local):
-        yield deployment.connection(local_ports=local)
-
-
-def _tunnel(deployment: Deployment, local: dict[str, int]) -> Tunnel:
-    """SSH forwards from these local ports to each of the stack's services."""
-    forwards = {service: (local[service], deployment.ports[service]) for service in PORTS}
-    return Tunnel(Destination.parse(deployment.ssh_destination), forwards, deployment.tunnel_target)
-
-
 def health_gate(backend: Backend, timeout: float, progress: Progress) -> float:
     """Wait until every service answers and every worker is Seamless-ready; fail fast."""
     with client_view(backend.deployment) as view:
@@ -76,7 +54,7 @@ def check_output_file(path: Path) -> None:
                          "set ENVIRONMENT_OUTPUT_FILE to a file in a folder you can write")
 
 
-def up(spec: StackSpec, progress: Progress = _quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS,
+def up(spec: StackSpec, progress: Progress = quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS,
        gate: Gate = health_gate) -> Deployment:
     """Bring a stack up (or converge the one that exists) and write its environment output."""
     started = time.monotonic()
@@ -197,14 +175,8 @@ def _report_ready(deployment: Deployment, what: str, progress: Progress) -> None
                  f"run `seamless-stack tunnel --name {deployment.name}` to reach them")
 
 
-def write_env_file(deployment: Deployment, connection: Connection | None = None) -> Path:
-    header = f"seamless-stack {deployment.name!r} ({deployment.method}, {deployment.access}); source this file"
-    text = render((connection or deployment.connection()).variables(), "shell", header=header)
-    return write_private(Path(deployment.env_file), text)  # it carries the stack's secret
-
-
 # -- the other commands -------------------------------------------------------------------
-def down(name: str, progress: Progress = _quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> None:
+def down(name: str, progress: Progress = quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> None:
     """Stop a stack; data stays. Also cleans up after an unreadable record or a lost one."""
     try:
         deployment = state.load(name)
@@ -246,66 +218,11 @@ def logs(name: str, service: str | None = None, tail: int | None = None) -> str:
     return redact(backend_for(state.load(name)).logs(service, tail))
 
 
-def restart(name: str, service: str, progress: Progress = _quiet) -> None:
+def restart(name: str, service: str, progress: Progress = quiet) -> None:
     deployment = state.load(name)
     backend = backend_for(deployment)
     backend.restart(service, progress)
     health_gate(backend, 120, progress)
-
-
-def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progress,
-           port_range: tuple[int, int] | None = None) -> None:
-    """Reach a stack from here until Ctrl-C: SSH forwards to the services of a stack over SSH
-    (the environment file holds their local ports while they stand; a dropped connection is
-    re-established on the same ports), and for a secured stack the owner-only forwarder that
-    Seamless' configuration route needs (connected projects use its ports meanwhile)."""
-    deployment = state.load(name)
-    port_range = port_range or deployment.port_range or DEFAULT_PORT_RANGE  # local ports: the stack's range by default
-    secured = deployment.credentials_dir is not None
-    if deployment.ssh_destination is None and not secured:
-        raise StackError(f"stack {name!r} is reached directly, not over SSH: it needs no tunnel",
-                         f"source its environment (`seamless-stack env --name {name}`)")
-    session, connection = None, deployment.connection()
-    if deployment.access == "ssh":
-        classic = {s: p for s, p in CLASSIC_PORTS.items() if port_is_free(p)}
-        local = allocate_ports(PORTS, port_range, is_free=port_is_free, fixed=classic)
-        connection = deployment.connection(local_ports=local)
-        session = _tunnel(deployment, local)
-    forwarder, project_ports = None, connection.ports()
-    try:
-        if session:
-            session.start()
-            write_env_file(deployment, connection)
-        if secured:
-            project_ports = allocate_ports(PORTS, port_range, is_free=port_is_free, reserved=connection.ports().values())
-            upstream = {service: (connection.host, port) for service, port in connection.ports().items()}
-            forwarder = Forwarder(routes_for(deployment.credentials_dir, deployment.http_tls, upstream, project_ports)).start()
-        seamless_config.tunnel_opened(deployment, project_ports, progress)  # connected projects use these ports
-        on_ready(render(connection.variables(), fmt))
-        if session:
-            progress(f"tunnel to {session.destination} open "
-                     f"({', '.join(f'{s} {lp}->{rp}' for s, (lp, rp) in session.forwards.items())}); Ctrl-C closes it")
-        if forwarder:
-            progress(f"Seamless' configuration route: {', '.join(f'{s} {p}' for s, p in project_ports.items())} on 127.0.0.1, "
-                     "for your processes only, with the stack's credentials; Ctrl-C closes it")
-        while True:
-            time.sleep(1)
-            if session and not session.alive():
-                progress(f"SSH connection to {session.destination} lost; reconnecting")
-                try:
-                    session.start()
-                    progress("reconnected")
-                except StackError as exc:
-                    progress(f"reconnect failed ({exc}); retrying in 3s")
-                    time.sleep(3)
-    finally:
-        if forwarder:
-            forwarder.stop()
-        if session:
-            session.stop()
-            write_env_file(deployment)  # back to what holds without the tunnel
-        seamless_config.tunnel_closed(deployment, progress)
-        progress("tunnel closed")
 
 
 # -- status -----------------------------------------------------------------------------

@@ -339,9 +339,7 @@ def _tunnel(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
     try:
-        deployment = state.load(args.name)
-        api.tunnel(args.name, args.format, on_ready=lambda text: _environment_out(text, deployment),
-                   progress=progress, port_range=port_range)
+        api.tunnel(args.name, args.format, on_ready=_environment_out, progress=progress, port_range=port_range)
     except KeyboardInterrupt:
         pass
     return 0
