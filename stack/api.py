@@ -22,7 +22,7 @@ from .backends import BACKENDS, Backend, backend_for
 from .connection import render, write_env_file
 from .errors import StackError
 from .health import ServiceFailed, stack_waits, wait_until_ready
-from .layout import StackFiles
+from .layout import ROLES, StackFiles
 from .plan import Deployment
 from .progress import Progress, quiet
 from .redact import redact
@@ -143,7 +143,8 @@ def _guarded(step: Callable[[], object], what: str, progress: Progress) -> None:
 
 
 def _log_service(service: str) -> str | None:
-    return service if service in ("hashserver", "database", "scheduler", "worker") else None
+    """A role's own log; any other failure (a Slurm services job) shows them all."""
+    return service if service in ROLES else None
 
 
 def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backends, gate: Gate) -> Deployment:
@@ -243,32 +244,29 @@ class StackStatus:
     workers_ready: str
     scaling: str  # how workers come and go
     problems: list[str]  # empty when the stack is healthy
+    projects: list[str]  # the connected Seamless projects, and whether they can work now
 
     @property
     def healthy(self) -> bool:
         return not self.problems
 
 
-def status(name: str) -> StackStatus:
+def status(name: str, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> StackStatus:
     """What runs, what answers, whether storage is usable: the truth, and what is wrong."""
+    if not state.exists(name) and seamless_config.connected(name):
+        raise StackError(seamless_config.down_status(name))  # down, but projects still count on it
     deployment = state.load(name)
-    backend = backend_for(deployment)
+    backend = backend_for(deployment, dict(backends))
     try:
         with client_view(deployment) as view:
             answers = {wait.service: wait.check() for wait in stack_waits(view, deployment.workers)}
     except StackError as exc:
-        answers = {s: (False, f"unreachable: {exc}") for s in ("hashserver", "database", "scheduler", "worker")}
-    storage = backend.storage_problems()
-    for service, problem in storage.items():
+        answers = {role: (False, f"unreachable: {exc}") for role in ROLES}
+    for service, problem in backend.storage_problems().items():
         answers[service] = (False, f"storage: {problem}")
-    ports = {
-        "hashserver": str(deployment.ports.get("hashserver", "-")),
-        "database": str(deployment.ports.get("database", "-")),
-        "scheduler": f"{deployment.ports.get('scheduler', '-')} (dashboard {deployment.ports.get('dashboard', '-')})",
-    }
     running = backend.services()
     rows = [
-        ServiceStatus(s.service, s.where, s.state, s.health or "-", ports.get(s.service, "-"),
+        ServiceStatus(s.service, s.where, s.state, s.health or "-", _ports_of(deployment, s.service),
                       "ok" if answers.get(s.service, (False, ""))[0] else answers.get(s.service, (False, "-"))[1])
         for s in running
     ]
@@ -279,7 +277,15 @@ def status(name: str) -> StackStatus:
         problems.append(f"workers: {answers['worker'][1]}")
     scaling, refused = backend.scaling()
     problems += [refused] if refused else []
-    return StackStatus(deployment, rows, answers["worker"][1], scaling, list(dict.fromkeys(problems)))
+    problems = list(dict.fromkeys(problems))
+    return StackStatus(deployment, rows, answers["worker"][1], scaling, problems,
+                       seamless_config.status_lines(deployment, healthy=not problems))
+
+
+def _ports_of(deployment: Deployment, role: str) -> str:
+    """The port a role publishes ("-": none), the scheduler's with its dashboard's."""
+    port = str(deployment.ports.get(role, "-"))
+    return f"{port} (dashboard {deployment.ports.get('dashboard', '-')})" if role == "scheduler" else port
 
 
 def _indent(text: str) -> str:

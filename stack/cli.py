@@ -17,7 +17,7 @@ from pathlib import Path
 
 from python_on_whales import DockerException
 
-from . import __version__, api, doctor, images, seamless_config, state
+from . import __version__, api, doctor, images, seamless_config
 from .connection import FORMATS, render
 from .docker_tools import check_engine, docker_client
 from .errors import StackError
@@ -253,8 +253,6 @@ def _security(d) -> str:
 
 
 def _status(args) -> int:
-    if not state.exists(args.name) and seamless_config.connected(args.name):
-        raise StackError(seamless_config.down_status(args.name))
     report = api.status(args.name)
     d = report.deployment
     if d.slurm:
@@ -272,7 +270,7 @@ def _status(args) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print(f"workers: {report.workers_ready}; {report.scaling}")
     print(f"buffers: {d.buffer_dir}\ndatabase: {d.database_dir}\nenvironment: {d.env_file}")
-    for line in seamless_config.status_lines(d, report.healthy):
+    for line in report.projects:
         print(line)
     if not report.healthy:
         print(f"seamless-stack: error: stack {d.name!r} is not healthy ({'; '.join(report.problems)}): "

@@ -295,3 +295,13 @@ def test_slurm_leftovers_that_cannot_be_listed_are_none(monkeypatch):
     monkeypatch.setattr(slurm.cluster, "jobs", broken)
     assert SlurmBackend.remove_leftovers("s1", lambda line: None) is False
 
+
+# -- status: one row per service, ports by role ------------------------------------------------
+def test_status_rows_show_each_roles_ports_and_what_is_wrong(fake, tmp_path, monkeypatch):
+    up(spec(tmp_path))
+    monkeypatch.setattr(FakeBackend, "services", lambda self: [
+        ServiceState("scheduler", "c3", "running"), ServiceState("worker", "c4", "exited")])
+    report = api.status("s1", backends={"local": fake})
+    assert [(row.service, row.port) for row in report.services] == [("scheduler", "61003 (dashboard 61004)"), ("worker", "-")]
+    assert not report.healthy and "worker exited" in report.problems
+    assert report.projects == []
