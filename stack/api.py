@@ -1,4 +1,4 @@
-"""The facade: up, down, status, env, logs, restart, tunnel.
+"""The facade: up, down, status, env, logs, restart, tunnel; connect and doctor.
 
 `up` reads as the data flows: spec -> backend.prepare (the plan) -> start -> health gate
 -> connection info. Everything a user can get wrong is checked before anything starts;
@@ -15,8 +15,9 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
+from . import doctor as client_versions
 from . import seamless_config, state
 from .backends import BACKENDS, Backend, backend_for
 from .connection import render, write_env_file
@@ -29,7 +30,8 @@ from .redact import redact
 from .spec import StackSpec
 from .tunnel import client_view, tunnel
 
-__all__ = ["up", "down", "status", "env", "logs", "restart", "tunnel", "health_gate"]
+__all__ = ["up", "down", "status", "env", "logs", "restart", "tunnel", "health_gate",
+           "Project", "projects_for", "connect", "disconnect", "doctor", "client_requirements"]
 
 Gate = Callable[[Backend, float, Progress], float]
 
@@ -224,6 +226,44 @@ def restart(name: str, service: str, progress: Progress = quiet) -> None:
     backend = backend_for(deployment)
     backend.restart(service, progress)
     health_gate(backend, 120, progress)
+
+
+# -- Seamless projects and clients ----------------------------------------------------------
+Project = seamless_config.Project  # a project (and stage) of a seamless.yaml, as the commands name it
+
+
+def projects_for(name: str, texts: Iterable[str]) -> list[Project]:
+    """`up --project P[:STAGE]`: checked, with the stack's name, before anything starts."""
+    projects = [Project.parse(text) for text in texts]
+    if projects:
+        seamless_config.cluster_name(name)
+    return projects
+
+
+def connect(name: str, projects: list[Project], progress: Progress = quiet) -> list[str]:
+    """Let Seamless projects use the stack (seamless.config.init); returns the lines for
+    their seamless.profile.yaml and seamless.yaml. Warns when python3 here differs from the stack."""
+    seamless_config.connect(name, projects, progress)
+    warning = client_versions.version_warning("python3")
+    if warning:
+        progress(f"WARNING: {warning}")
+    return [line for project in projects for line in seamless_config.project_lines(name, project).splitlines()]
+
+
+def disconnect(name: str, projects: list[Project] | None, progress: Progress = quiet) -> None:
+    """Remove these projects' files (None: all of them)."""
+    seamless_config.disconnect(name, projects, progress)
+
+
+def doctor(python: str = "python3") -> tuple[str, bool]:
+    """A client interpreter's versions against the stack's: the report, and whether they match."""
+    report, text = client_versions.doctor(python)
+    return text, not report.mismatches
+
+
+def client_requirements() -> str:
+    """The pinned requirements of a client that matches the stack's images."""
+    return client_versions.lock_text()
 
 
 # -- status -----------------------------------------------------------------------------

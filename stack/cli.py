@@ -13,19 +13,15 @@ import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from python_on_whales import DockerException
 
-from . import __version__, api, doctor, images, seamless_config
+from . import __version__, api, images_api
 from .connection import FORMATS, render
-from .docker_tools import check_engine, docker_client
 from .errors import StackError
 from .layout import ROLES
 from .redact import redact
-from .shell import shell_for
 from .spec import SlurmOptions, StackSpec, build_spec, option_default, parse_port_range
-from .storage import absolute
 
 DEFAULT_NAME = option_default(StackSpec, "name")
 
@@ -214,9 +210,7 @@ def _up(args) -> int:
         base_image=args.base_image, timeout=args.timeout, insecure=args.insecure, rotate=args.rotate, remote=remote,
         access=getattr(args, "access", None), slurm=slurm,
     )
-    projects = [seamless_config.Project.parse(text) for text in args.project]  # checked before anything starts
-    if projects:
-        seamless_config.cluster_name(spec.name)
+    projects = api.projects_for(spec.name, args.project)  # checked before anything starts
     deployment = api.up(spec, progress)
     if projects:  # stdout carries the environment only: the project lines go to stderr
         _connect(spec.name, projects, progress)
@@ -236,13 +230,8 @@ def _environment_out(text: str, deployment) -> None:
 
 
 def _connect(name: str, projects: list, out) -> None:
-    seamless_config.connect(name, projects, progress)
-    warning = doctor.version_warning("python3")
-    if warning:
-        progress(f"WARNING: {warning}")
-    for project in projects:
-        for line in seamless_config.project_lines(name, project).splitlines():
-            out(line)
+    for line in api.connect(name, projects, progress):
+        out(line)
 
 
 def _security(d) -> str:
@@ -280,52 +269,18 @@ def _status(args) -> int:
 
 
 def _images(args) -> int:
-    from . import airgap
-
     if args.images_command == "sif":  # the same routes as `up slurm`: a registry needs no Docker here
-        return _sif(args)
-    docker = docker_client()
-    check_engine(docker)
-    if args.images_command == "base":
-        if docker.image.exists(airgap.BASE_TAG) and not args.force:
-            progress(f"{airgap.BASE_TAG} exists (use --force to remake it)")
-        else:
-            airgap.make_base(docker, progress)
-        print(airgap.BASE_TAG)
+        rows = images_api.sifs(args.out, args.login, args.worker_requirements, args.registry, progress).items()
+    elif args.images_command == "base":
+        rows = [(images_api.make_base(args.force, progress),)]
     elif args.images_command == "push":
-        from . import registry
-
-        registry.parse_target(args.target)
-        requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
-        tags = images.build_images(docker, worker_requirements=requirements, progress=progress)
-        for role, reference in images.push_images(docker, tags, args.target, requirements, progress).items():
-            print(f"{role}\t{reference}")
+        rows = images_api.push(args.target, args.worker_requirements, progress).items()
     elif args.images_command == "build":
-        requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
-        tags = images.build_images(docker, base_image=args.base_image, worker_requirements=requirements,
-                                   progress=progress, force=args.force)
-        for role, tag in tags.items():
-            print(f"{role}\t{tag}")
+        rows = images_api.build(args.base_image, args.worker_requirements, args.force, progress).items()
     else:
-        base = images.local_base(docker)
-        if base is None:
-            raise StackError("no base image yet", "run `seamless-stack images build` (or `images base` without a registry)")
-        tags = images.image_tags(docker, base)
-        for role, tag in tags.items():
-            size = f"{docker.image.inspect(tag).size / 1e6:.0f} MB" if docker.image.exists(tag) else "not built"
-            print(f"{role}\t{tag}\t{size}")
-    return 0
-
-
-def _sif(args) -> int:
-    from .backends.slurm import SlurmBackend
-
-    spec = build_spec(method="slurm", remote=args.login, worker_requirements=args.worker_requirements,
-                      slurm=SlurmOptions(sif_dir=args.out, registry=args.registry))
-    shell = shell_for(spec.remote)
-    home = shell.run('echo "$HOME"').strip()
-    for role, path in SlurmBackend.sifs(spec, shell, absolute(args.out, home), progress).items():
-        print(f"{role}\t{path}")
+        rows = images_api.listing()
+    for row in rows:
+        print("\t".join(row))
     return 0
 
 
@@ -353,16 +308,16 @@ def _run(args) -> int:
     if args.command == "tunnel":
         return _tunnel(args)
     if args.command == "doctor":
-        report, text = doctor.doctor(args.python)
+        text, matches = api.doctor(args.python)
         sys.stdout.write(text)
-        return 1 if report.mismatches else 0
+        return 0 if matches else 1
     if args.command == "connect":
-        _connect(args.name, [seamless_config.Project.of(args.project, args.stage)], print)
+        _connect(args.name, [api.Project.of(args.project, args.stage)], print)
     elif args.command == "disconnect":
-        projects = None if args.all else [seamless_config.Project.of(args.project, args.stage)]
-        seamless_config.disconnect(args.name, projects, progress)
+        projects = None if args.all else [api.Project.of(args.project, args.stage)]
+        api.disconnect(args.name, projects, progress)
     elif args.command == "client-requirements":
-        sys.stdout.write(doctor.lock_text())
+        sys.stdout.write(api.client_requirements())
     elif args.command == "down":
         api.down(args.name, progress)
     elif args.command == "env":
