@@ -1,4 +1,4 @@
-"""The facade: up, down, status, env, logs, restart, tunnel.
+"""The facade: up, down, status, env, logs, restart, tunnel; connect and doctor.
 
 `up` reads as the data flows: spec -> backend.prepare (the plan) -> start -> health gate
 -> connection info. Everything a user can get wrong is checked before anything starts;
@@ -15,49 +15,28 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
+from . import doctor as client_versions
 from . import seamless_config, state
 from .backends import BACKENDS, Backend, backend_for
-from .backends.compose import remove_project
-from .connection import Connection, render
+from .connection import render, write_env_file
 from .errors import StackError
-from .files import write_private
-from .forward import Forwarder, routes_for
 from .health import ServiceFailed, stack_waits, wait_until_ready
-from .layout import CLASSIC_PORTS, DEFAULT_PORT_RANGE, PORTS, StackFiles
+from .layout import ROLES, StackFiles
 from .plan import Deployment
-from .ports import allocate_ports, port_is_free
+from .progress import Progress, quiet
 from .redact import redact
 from .spec import StackSpec
-from .ssh import Destination, Tunnel
+from .tunnel import client_view, tunnel
 
-Progress = Callable[[str], None]
+__all__ = ["up", "down", "status", "env", "logs", "restart", "tunnel", "health_gate",
+           "Project", "projects_for", "connect", "disconnect", "doctor", "client_requirements"]
+
 Gate = Callable[[Backend, float, Progress], float]
 
 
-def _quiet(line: str) -> None:
-    pass
-
-
 # -- the health gate --------------------------------------------------------------------
-@contextlib.contextmanager
-def client_view(deployment: Deployment) -> Iterator[Connection]:
-    """The stack as a client here sees it; over SSH, through a temporary tunnel."""
-    if deployment.access != "ssh":
-        yield deployment.connection()
-        return
-    local = allocate_ports(PORTS, DEFAULT_PORT_RANGE, is_free=port_is_free)
-    with _tunnel(deployment, local):
-        yield deployment.connection(local_ports=local)
-
-
-def _tunnel(deployment: Deployment, local: dict[str, int]) -> Tunnel:
-    """SSH forwards from these local ports to each of the stack's services."""
-    forwards = {service: (local[service], deployment.ports[service]) for service in PORTS}
-    return Tunnel(Destination.parse(deployment.ssh_destination), forwards, deployment.tunnel_target)
-
-
 def health_gate(backend: Backend, timeout: float, progress: Progress) -> float:
     """Wait until every service answers and every worker is Seamless-ready; fail fast."""
     with client_view(backend.deployment) as view:
@@ -77,7 +56,7 @@ def check_output_file(path: Path) -> None:
                          "set ENVIRONMENT_OUTPUT_FILE to a file in a folder you can write")
 
 
-def up(spec: StackSpec, progress: Progress = _quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS,
+def up(spec: StackSpec, progress: Progress = quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS,
        gate: Gate = health_gate) -> Deployment:
     """Bring a stack up (or converge the one that exists) and write its environment output."""
     started = time.monotonic()
@@ -166,7 +145,8 @@ def _guarded(step: Callable[[], object], what: str, progress: Progress) -> None:
 
 
 def _log_service(service: str) -> str | None:
-    return service if service in ("hashserver", "database", "scheduler", "worker") else None
+    """A role's own log; any other failure (a Slurm services job) shows them all."""
+    return service if service in ROLES else None
 
 
 def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backends, gate: Gate) -> Deployment:
@@ -198,27 +178,21 @@ def _report_ready(deployment: Deployment, what: str, progress: Progress) -> None
                  f"run `seamless-stack tunnel --name {deployment.name}` to reach them")
 
 
-def write_env_file(deployment: Deployment, connection: Connection | None = None) -> Path:
-    header = f"seamless-stack {deployment.name!r} ({deployment.method}, {deployment.access}); source this file"
-    text = render((connection or deployment.connection()).variables(), "shell", header=header)
-    return write_private(Path(deployment.env_file), text)  # it carries the stack's secret
-
-
 # -- the other commands -------------------------------------------------------------------
-def down(name: str, progress: Progress = _quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> None:
+def down(name: str, progress: Progress = quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> None:
     """Stop a stack; data stays. Also cleans up after an unreadable record or a lost one."""
     try:
         deployment = state.load(name)
     except state.CorruptRecord:
         deployment = None
     except StackError:
-        if not _down_leftovers(name, progress):
+        if not _down_leftovers(name, progress, backends):
             raise
         seamless_config.stack_down(name, None, progress)
         return
     if deployment is None:
         progress(f"the state record of {name!r} is unreadable: removing it and what runs under its name here")
-        _down_leftovers(name, progress)
+        _down_leftovers(name, progress, backends)
         state.forget(name)
         StackFiles.of(name).compose_env.unlink(missing_ok=True)
         seamless_config.stack_down(name, None, progress)
@@ -231,9 +205,10 @@ def down(name: str, progress: Progress = _quiet, *, backends: Mapping[str, type[
     seamless_config.stack_down(name, deployment.method, progress)  # no client file keeps pointing at old ports
 
 
-def _down_leftovers(name: str, progress: Progress) -> bool:
-    """Containers of a local stack whose record is gone: found by their Compose labels."""
-    return remove_project(name, progress)
+def _down_leftovers(name: str, progress: Progress, backends: Mapping[str, type[Backend]]) -> bool:
+    """What runs under the name of a stack whose record is gone: each backend looks where it
+    can without one (all of them: the record said which one it was)."""
+    return any([backend.remove_leftovers(name, progress) for backend in dict.fromkeys(backends.values())])
 
 
 def env(name: str, fmt: str = "shell") -> str:
@@ -246,66 +221,49 @@ def logs(name: str, service: str | None = None, tail: int | None = None) -> str:
     return redact(backend_for(state.load(name)).logs(service, tail))
 
 
-def restart(name: str, service: str, progress: Progress = _quiet) -> None:
+def restart(name: str, service: str, progress: Progress = quiet) -> None:
     deployment = state.load(name)
     backend = backend_for(deployment)
     backend.restart(service, progress)
     health_gate(backend, 120, progress)
 
 
-def tunnel(name: str, fmt: str, on_ready: Callable[[str], None], progress: Progress,
-           port_range: tuple[int, int] | None = None) -> None:
-    """Reach a stack from here until Ctrl-C: SSH forwards to the services of a stack over SSH
-    (the environment file holds their local ports while they stand; a dropped connection is
-    re-established on the same ports), and for a secured stack the owner-only forwarder that
-    Seamless' configuration route needs (connected projects use its ports meanwhile)."""
-    deployment = state.load(name)
-    port_range = port_range or deployment.port_range or DEFAULT_PORT_RANGE  # local ports: the stack's range by default
-    secured = deployment.credentials_dir is not None
-    if deployment.ssh_destination is None and not secured:
-        raise StackError(f"stack {name!r} is reached directly, not over SSH: it needs no tunnel",
-                         f"source its environment (`seamless-stack env --name {name}`)")
-    session, connection = None, deployment.connection()
-    if deployment.access == "ssh":
-        classic = {s: p for s, p in CLASSIC_PORTS.items() if port_is_free(p)}
-        local = allocate_ports(PORTS, port_range, is_free=port_is_free, fixed=classic)
-        connection = deployment.connection(local_ports=local)
-        session = _tunnel(deployment, local)
-    forwarder, project_ports = None, connection.ports()
-    try:
-        if session:
-            session.start()
-            write_env_file(deployment, connection)
-        if secured:
-            project_ports = allocate_ports(PORTS, port_range, is_free=port_is_free, reserved=connection.ports().values())
-            upstream = {service: (connection.host, port) for service, port in connection.ports().items()}
-            forwarder = Forwarder(routes_for(deployment.credentials_dir, deployment.http_tls, upstream, project_ports)).start()
-        seamless_config.tunnel_opened(deployment, project_ports, progress)  # connected projects use these ports
-        on_ready(render(connection.variables(), fmt))
-        if session:
-            progress(f"tunnel to {session.destination} open "
-                     f"({', '.join(f'{s} {lp}->{rp}' for s, (lp, rp) in session.forwards.items())}); Ctrl-C closes it")
-        if forwarder:
-            progress(f"Seamless' configuration route: {', '.join(f'{s} {p}' for s, p in project_ports.items())} on 127.0.0.1, "
-                     "for your processes only, with the stack's credentials; Ctrl-C closes it")
-        while True:
-            time.sleep(1)
-            if session and not session.alive():
-                progress(f"SSH connection to {session.destination} lost; reconnecting")
-                try:
-                    session.start()
-                    progress("reconnected")
-                except StackError as exc:
-                    progress(f"reconnect failed ({exc}); retrying in 3s")
-                    time.sleep(3)
-    finally:
-        if forwarder:
-            forwarder.stop()
-        if session:
-            session.stop()
-            write_env_file(deployment)  # back to what holds without the tunnel
-        seamless_config.tunnel_closed(deployment, progress)
-        progress("tunnel closed")
+# -- Seamless projects and clients ----------------------------------------------------------
+Project = seamless_config.Project  # a project (and stage) of a seamless.yaml, as the commands name it
+
+
+def projects_for(name: str, texts: Iterable[str]) -> list[Project]:
+    """`up --project P[:STAGE]`: checked, with the stack's name, before anything starts."""
+    projects = [Project.parse(text) for text in texts]
+    if projects:
+        seamless_config.cluster_name(name)
+    return projects
+
+
+def connect(name: str, projects: list[Project], progress: Progress = quiet) -> list[str]:
+    """Let Seamless projects use the stack (seamless.config.init); returns the lines for
+    their seamless.profile.yaml and seamless.yaml. Warns when python3 here differs from the stack."""
+    seamless_config.connect(name, projects, progress)
+    warning = client_versions.version_warning("python3")
+    if warning:
+        progress(f"WARNING: {warning}")
+    return [line for project in projects for line in seamless_config.project_lines(name, project).splitlines()]
+
+
+def disconnect(name: str, projects: list[Project] | None, progress: Progress = quiet) -> None:
+    """Remove these projects' files (None: all of them)."""
+    seamless_config.disconnect(name, projects, progress)
+
+
+def doctor(python: str = "python3") -> tuple[str, bool]:
+    """A client interpreter's versions against the stack's: the report, and whether they match."""
+    report, text = client_versions.doctor(python)
+    return text, not report.mismatches
+
+
+def client_requirements() -> str:
+    """The pinned requirements of a client that matches the stack's images."""
+    return client_versions.lock_text()
 
 
 # -- status -----------------------------------------------------------------------------
@@ -326,32 +284,29 @@ class StackStatus:
     workers_ready: str
     scaling: str  # how workers come and go
     problems: list[str]  # empty when the stack is healthy
+    projects: list[str]  # the connected Seamless projects, and whether they can work now
 
     @property
     def healthy(self) -> bool:
         return not self.problems
 
 
-def status(name: str) -> StackStatus:
+def status(name: str, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> StackStatus:
     """What runs, what answers, whether storage is usable: the truth, and what is wrong."""
+    if not state.exists(name) and seamless_config.connected(name):
+        raise StackError(seamless_config.down_status(name))  # down, but projects still count on it
     deployment = state.load(name)
-    backend = backend_for(deployment)
+    backend = backend_for(deployment, dict(backends))
     try:
         with client_view(deployment) as view:
             answers = {wait.service: wait.check() for wait in stack_waits(view, deployment.workers)}
     except StackError as exc:
-        answers = {s: (False, f"unreachable: {exc}") for s in ("hashserver", "database", "scheduler", "worker")}
-    storage = backend.storage_problems()
-    for service, problem in storage.items():
+        answers = {role: (False, f"unreachable: {exc}") for role in ROLES}
+    for service, problem in backend.storage_problems().items():
         answers[service] = (False, f"storage: {problem}")
-    ports = {
-        "hashserver": str(deployment.ports.get("hashserver", "-")),
-        "database": str(deployment.ports.get("database", "-")),
-        "scheduler": f"{deployment.ports.get('scheduler', '-')} (dashboard {deployment.ports.get('dashboard', '-')})",
-    }
     running = backend.services()
     rows = [
-        ServiceStatus(s.service, s.where, s.state, s.health or "-", ports.get(s.service, "-"),
+        ServiceStatus(s.service, s.where, s.state, s.health or "-", _ports_of(deployment, s.service),
                       "ok" if answers.get(s.service, (False, ""))[0] else answers.get(s.service, (False, "-"))[1])
         for s in running
     ]
@@ -362,7 +317,15 @@ def status(name: str) -> StackStatus:
         problems.append(f"workers: {answers['worker'][1]}")
     scaling, refused = backend.scaling()
     problems += [refused] if refused else []
-    return StackStatus(deployment, rows, answers["worker"][1], scaling, list(dict.fromkeys(problems)))
+    problems = list(dict.fromkeys(problems))
+    return StackStatus(deployment, rows, answers["worker"][1], scaling, problems,
+                       seamless_config.status_lines(deployment, healthy=not problems))
+
+
+def _ports_of(deployment: Deployment, role: str) -> str:
+    """The port a role publishes ("-": none), the scheduler's with its dashboard's."""
+    port = str(deployment.ports.get(role, "-"))
+    return f"{port} (dashboard {deployment.ports.get('dashboard', '-')})" if role == "scheduler" else port
 
 
 def _indent(text: str) -> str:

@@ -8,190 +8,23 @@ the environment; 1: the stack is unhealthy or something unexpected happened).
 
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from python_on_whales import DockerException
 
-from . import __version__, api, doctor, images, seamless_config, state
-from .connection import FORMATS, render
-from .docker_tools import check_engine, docker_client
+from . import api, images_api
+from .cli_args import parser
+from .connection import render
 from .errors import StackError
-from .layout import ROLES
 from .redact import redact
-from .shell import shell_for
-from .spec import SlurmOptions, StackSpec, build_spec, option_default, parse_port_range
-from .storage import absolute
-
-DEFAULT_NAME = option_default(StackSpec, "name")
-
-
-class UsageError(StackError):
-    pass
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line like every other error."""
-
-    def error(self, message: str):
-        raise UsageError(message, f"see `{self.prog} --help`")
+from .spec import SlurmOptions, build_spec, parse_port_range
 
 
 def progress(line: str) -> None:
     print(f"[seamless-stack] {line}", file=sys.stderr, flush=True)
-
-
-def _spec_default(name: str, cls=StackSpec):
-    return option_default(cls, name)
-
-
-def _add_up_options(parser: argparse.ArgumentParser, bind_help: str) -> None:
-    _add_name(parser)
-    parser.add_argument("--bind", help=bind_help)
-    parser.add_argument("--port-range", help="START-END to draw ports from (default: $RANDOM_PORT_START-$RANDOM_PORT_END, else 60000-60999)")
-    parser.add_argument("--scheduler-port", type=int, help="fixed Dask scheduler port (the same address every time)")
-    parser.add_argument("--workers", type=int, default=_spec_default("workers"), help="Dask worker containers (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=_spec_default("threads"), help="threads = Seamless workers per Dask worker (default %(default)s)")
-    parser.add_argument("--buffer-dir", help="hashserver buffers (default: $HASHSERVER_BUFFER_DIR, else ~/.seamless/buffers; remote: there)")
-    parser.add_argument("--database-dir", help="database directory (default: $DATABASE_DIR, else ~/.seamless/database for the stack named default and ~/.seamless/database-NAME for others; remote: there)")
-    parser.add_argument("--worker-requirements", help="pip requirements file: build and use a worker image with these libraries")
-    parser.add_argument("--base-image", help="base image to build from (default: seamless-stack/base:bookworm if made, else debian:bookworm-slim)")
-    parser.add_argument("--timeout", type=float, default=_spec_default("timeout"), help="seconds to wait for readiness (default %(default)s)")
-    parser.add_argument("--insecure", action="store_true",
-                        help="no credentials (local stacks on 127.0.0.1 only; every local user can then use the stack)")
-    parser.add_argument("--rotate", action="store_true",
-                        help="make the stack's credentials anew (clients need the new environment output)")
-    parser.add_argument("--format", choices=FORMATS, default="shell", help="format of the environment printed on stdout")
-    parser.add_argument("--project", action="append", default=[], metavar="PROJECT[:STAGE]",
-                        help="connect this Seamless project (and stage) once the stack is ready, as `connect` does (repeatable)")
-
-
-def _add_name(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--name", default=os.environ.get("SEAMLESS_STACK_NAME", DEFAULT_NAME),
-                        help="stack name: one Compose project per name (default: $SEAMLESS_STACK_NAME or 'default')")
-
-
-def _add_slurm_options(slurm: argparse.ArgumentParser) -> None:
-    slurm.add_argument("--login", help="USER@HOST[:PORT] of the login node, when running from a workstation (over SSH)")
-    access = slurm.add_mutually_exclusive_group()
-    access.add_argument("--ssh", dest="access", action="store_const", const="ssh",
-                        help="(default with --login) reach the services through `seamless-stack tunnel`")
-    access.add_argument("--direct", dest="access", action="store_const", const="direct",
-                        help="clients connect straight to the services node (default without --login)")
-    _add_up_options(slurm, argparse.SUPPRESS)
-    d = lambda name: _spec_default(name, SlurmOptions)  # noqa: E731
-    jobs = slurm.add_argument_group("services job")
-    jobs.add_argument("--partition", help="partition of the services job (and of worker jobs, unless --worker-queue)")
-    jobs.add_argument("--account", help="account to charge")
-    jobs.add_argument("--time", default=d("time"), help="walltime of the services job (default %(default)s)")
-    jobs.add_argument("--cpus", type=int, default=d("cpus"), help="cores of the services job (default %(default)s)")
-    jobs.add_argument("--memory", default=d("memory"), help="memory of the services job (default %(default)s)")
-    workers = slurm.add_argument_group("worker jobs (dask-jobqueue SLURMCluster, adaptive)")
-    workers.add_argument("--min-jobs", type=int, default=d("min_jobs"), help="adaptive minimum of worker jobs (default %(default)s)")
-    workers.add_argument("--max-jobs", type=int, default=d("max_jobs"), help="adaptive maximum of worker jobs (default %(default)s)")
-    workers.add_argument("--worker-memory", default=d("worker_memory"), help="memory per worker job (default %(default)s)")
-    workers.add_argument("--worker-walltime", default=d("worker_walltime"), help="walltime per worker job; --lifetime stays below it")
-    workers.add_argument("--worker-queue", help="partition of worker jobs (default: --partition)")
-    workers.add_argument("--job-extra", action="append", default=[], help="extra #SBATCH option for worker jobs (repeatable)")
-    workers.add_argument("--worker-tmpdir", default=d("worker_tmpdir"), help="node-local scratch for workers")
-    workers.add_argument("--local-workers", type=int, default=d("local_workers"),
-                         help="single-node variant: N workers inside the services job, no worker jobs")
-    slurm.add_argument("--sif-dir", default=d("sif_dir"), help="where the SIFs live on the cluster (default %(default)s)")
-    _add_registry(slurm)
-
-
-def _add_registry(parser) -> None:
-    parser.add_argument("--registry", default=os.environ.get("SEAMLESS_STACK_REGISTRY") or None,
-                        help="REGISTRY[/PREFIX] holding our images (`images push`): SIFs are pulled from it by digest, "
-                             "no Docker needed (default: $SEAMLESS_STACK_REGISTRY)")
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="seamless-stack", description="Deploy the Seamless compute stack.")
-    parser.add_argument("--version", action="version", version=f"seamless-stack {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=Parser)
-
-    up = commands.add_parser("up", help="bring a stack up (or converge the one that runs) and print its environment")
-    methods = up.add_subparsers(dest="method", required=True, metavar="METHOD", parser_class=Parser)
-    local = methods.add_parser("local", help="Docker Compose on this machine")
-    _add_up_options(local, "interface to publish ports on (default 127.0.0.1)")
-    remote = methods.add_parser("remote", help="Docker Compose on a remote Docker host, reached over SSH")
-    remote.add_argument("--host", required=True, help="USER@HOST[:PORT] of the remote Docker host (ssh, with your ~/.ssh/config)")
-    access = remote.add_mutually_exclusive_group()
-    access.add_argument("--ssh", dest="access", action="store_const", const="ssh",
-                        help="(default) services on the remote's 127.0.0.1; reach them with `seamless-stack tunnel`")
-    access.add_argument("--direct", dest="access", action="store_const", const="direct",
-                        help="clients connect straight to the remote's published ports (see --bind)")
-    _add_up_options(remote, "with --direct: remote interface to publish on (default 0.0.0.0; clients then use the host name)")
-    _add_slurm_options(methods.add_parser("slurm", help="Apptainer containers under Slurm: a services job, workers on demand"))
-
-    for command, text in (("down", "stop and remove a stack's containers or jobs (data stays)"),
-                          ("status", "services, ports, health, workers, storage; exit 1 when unhealthy")):
-        _add_name(commands.add_parser(command, help=text))
-
-    env = commands.add_parser("env", help="print the environment for Seamless clients")
-    _add_name(env)
-    env.add_argument("--format", choices=FORMATS, default="shell")
-
-    restart = commands.add_parser("restart", help="restart one service of a Compose stack")
-    _add_name(restart)
-    restart.add_argument("service", choices=ROLES)
-
-    tunnel = commands.add_parser("tunnel", help="SSH forwards to a stack over SSH, and the owner-only forwarder of Seamless' configuration route for a secured stack; blocks until Ctrl-C")
-    _add_name(tunnel)
-    tunnel.add_argument("--format", choices=FORMATS, default="shell")
-    tunnel.add_argument("--port-range", help="local ports for the forwards and the forwarder (default: the stack's own --port-range; over SSH the classic 5522, 5577, 8786, 8787 where free)")
-
-    connect = commands.add_parser(
-        "connect", help="let a Seamless project use the stack through seamless.config.init() (its own YAML files)",
-        description="Write ~/.seamless/clusters/seamless-stack-NAME.yaml and the launcher client files "
-                    "(~/.remote-http-launcher/client/*.json) for the project, and print the lines for its "
-                    "seamless.profile.yaml and seamless.yaml. `up`, `tunnel` and `down` keep the files true. "
-                    "No authentication: anyone who can reach the stack's ports can use it (docs/seamless-config.md).")
-    _add_name(connect)
-    connect.add_argument("--project", required=True, help="the project name of its seamless.yaml (`- project: P`)")
-    connect.add_argument("--stage", help="a stage the project selects with seamless.config.set_stage(S)")
-    disconnect = commands.add_parser("disconnect", help="remove a Seamless project's files (the cluster file goes with the last one)")
-    _add_name(disconnect)
-    which = disconnect.add_mutually_exclusive_group(required=True)
-    which.add_argument("--project", help="the project to disconnect")
-    which.add_argument("--all", action="store_true", help="every project connected to the stack")
-    disconnect.add_argument("--stage", help="with --project: only this stage")
-
-    commands.add_parser("client-requirements", help="the pinned pip requirements of a client that matches the stack's images")
-    doc = commands.add_parser("doctor", help="compare a client's Python, dask, distributed, cloudpickle, msgpack and "
-                                             "seamless-* versions with the stack's; exit 1 on a mismatch")
-    doc.add_argument("--python", default="python3", help="the client's interpreter (default: python3 on PATH)")
-
-    logs = commands.add_parser("logs", help="service logs")
-    _add_name(logs)
-    logs.add_argument("service", nargs="?", choices=(*ROLES, "services"),
-                      help="hashserver, database, scheduler or worker; `services`: a Slurm services job's log (default: all)")
-    logs.add_argument("--tail", type=int, help="last N lines per container")
-
-    imgs = commands.add_parser("images", help="build the images")
-    image_commands = imgs.add_subparsers(dest="images_command", required=True, metavar="ACTION", parser_class=Parser)
-    base = image_commands.add_parser("base", help="make seamless-stack/base:bookworm from Debian packages (no registry)")
-    base.add_argument("--force", action="store_true", help="remake it even if it exists")
-    build = image_commands.add_parser("build", help="build the four images (only what is missing)")
-    build.add_argument("--base-image", help="base image (default: as for `up`)")
-    build.add_argument("--worker-requirements", help="pip requirements file for a derived worker image")
-    build.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
-    image_commands.add_parser("list", help="the image tags `up` would use, with sizes")
-    sif_parser = image_commands.add_parser("sif", help="Apptainer SIFs of the images (built where apptainer runs)")
-    sif_parser.add_argument("--out", default=option_default(SlurmOptions, "sif_dir"),
-                            help="folder for the SIFs (default %(default)s; with --login: there)")
-    sif_parser.add_argument("--login", help="USER@HOST[:PORT]: build the SIFs on that machine (a Slurm login node) over SSH")
-    sif_parser.add_argument("--worker-requirements", help="pip requirements file: also the SIF of a derived worker image")
-    _add_registry(sif_parser)
-    push = image_commands.add_parser("push", help="push the images to a registry, for `up slurm --registry` where there is no Docker")
-    push.add_argument("target", metavar="REGISTRY[/PREFIX]", help="e.g. registry.example.org/mygroup (log in with `docker login` first)")
-    push.add_argument("--worker-requirements", help="pip requirements file: also push the derived worker image")
-    return parser
 
 
 def _up(args) -> int:
@@ -214,9 +47,7 @@ def _up(args) -> int:
         base_image=args.base_image, timeout=args.timeout, insecure=args.insecure, rotate=args.rotate, remote=remote,
         access=getattr(args, "access", None), slurm=slurm,
     )
-    projects = [seamless_config.Project.parse(text) for text in args.project]  # checked before anything starts
-    if projects:
-        seamless_config.cluster_name(spec.name)
+    projects = api.projects_for(spec.name, args.project)  # checked before anything starts
     deployment = api.up(spec, progress)
     if projects:  # stdout carries the environment only: the project lines go to stderr
         _connect(spec.name, projects, progress)
@@ -236,13 +67,8 @@ def _environment_out(text: str, deployment) -> None:
 
 
 def _connect(name: str, projects: list, out) -> None:
-    seamless_config.connect(name, projects, progress)
-    warning = doctor.version_warning("python3")
-    if warning:
-        progress(f"WARNING: {warning}")
-    for project in projects:
-        for line in seamless_config.project_lines(name, project).splitlines():
-            out(line)
+    for line in api.connect(name, projects, progress):
+        out(line)
 
 
 def _security(d) -> str:
@@ -253,8 +79,6 @@ def _security(d) -> str:
 
 
 def _status(args) -> int:
-    if not state.exists(args.name) and seamless_config.connected(args.name):
-        raise StackError(seamless_config.down_status(args.name))
     report = api.status(args.name)
     d = report.deployment
     if d.slurm:
@@ -272,7 +96,7 @@ def _status(args) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print(f"workers: {report.workers_ready}; {report.scaling}")
     print(f"buffers: {d.buffer_dir}\ndatabase: {d.database_dir}\nenvironment: {d.env_file}")
-    for line in seamless_config.status_lines(d, report.healthy):
+    for line in report.projects:
         print(line)
     if not report.healthy:
         print(f"seamless-stack: error: stack {d.name!r} is not healthy ({'; '.join(report.problems)}): "
@@ -282,52 +106,18 @@ def _status(args) -> int:
 
 
 def _images(args) -> int:
-    from . import airgap
-
     if args.images_command == "sif":  # the same routes as `up slurm`: a registry needs no Docker here
-        return _sif(args)
-    docker = docker_client()
-    check_engine(docker)
-    if args.images_command == "base":
-        if docker.image.exists(airgap.BASE_TAG) and not args.force:
-            progress(f"{airgap.BASE_TAG} exists (use --force to remake it)")
-        else:
-            airgap.make_base(docker, progress)
-        print(airgap.BASE_TAG)
+        rows = images_api.sifs(args.out, args.login, args.worker_requirements, args.registry, progress).items()
+    elif args.images_command == "base":
+        rows = [(images_api.make_base(args.force, progress),)]
     elif args.images_command == "push":
-        from . import registry
-
-        registry.parse_target(args.target)
-        requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
-        tags = images.build_images(docker, worker_requirements=requirements, progress=progress)
-        for role, reference in images.push_images(docker, tags, args.target, requirements, progress).items():
-            print(f"{role}\t{reference}")
+        rows = images_api.push(args.target, args.worker_requirements, progress).items()
     elif args.images_command == "build":
-        requirements = Path(args.worker_requirements).resolve() if args.worker_requirements else None
-        tags = images.build_images(docker, base_image=args.base_image, worker_requirements=requirements,
-                                   progress=progress, force=args.force)
-        for role, tag in tags.items():
-            print(f"{role}\t{tag}")
+        rows = images_api.build(args.base_image, args.worker_requirements, args.force, progress).items()
     else:
-        base = images.local_base(docker)
-        if base is None:
-            raise StackError("no base image yet", "run `seamless-stack images build` (or `images base` without a registry)")
-        tags = images.image_tags(docker, base)
-        for role, tag in tags.items():
-            size = f"{docker.image.inspect(tag).size / 1e6:.0f} MB" if docker.image.exists(tag) else "not built"
-            print(f"{role}\t{tag}\t{size}")
-    return 0
-
-
-def _sif(args) -> int:
-    from .backends.slurm import SlurmBackend
-
-    spec = build_spec(method="slurm", remote=args.login, worker_requirements=args.worker_requirements,
-                      slurm=SlurmOptions(sif_dir=args.out, registry=args.registry))
-    shell = shell_for(spec.remote)
-    home = shell.run('echo "$HOME"').strip()
-    for role, path in SlurmBackend.sifs(spec, shell, absolute(args.out, home), progress).items():
-        print(f"{role}\t{path}")
+        rows = images_api.listing()
+    for row in rows:
+        print("\t".join(row))
     return 0
 
 
@@ -339,9 +129,7 @@ def _tunnel(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.default_int_handler)
     try:
-        deployment = state.load(args.name)
-        api.tunnel(args.name, args.format, on_ready=lambda text: _environment_out(text, deployment),
-                   progress=progress, port_range=port_range)
+        api.tunnel(args.name, args.format, on_ready=_environment_out, progress=progress, port_range=port_range)
     except KeyboardInterrupt:
         pass
     return 0
@@ -357,16 +145,16 @@ def _run(args) -> int:
     if args.command == "tunnel":
         return _tunnel(args)
     if args.command == "doctor":
-        report, text = doctor.doctor(args.python)
+        text, matches = api.doctor(args.python)
         sys.stdout.write(text)
-        return 1 if report.mismatches else 0
+        return 0 if matches else 1
     if args.command == "connect":
-        _connect(args.name, [seamless_config.Project.of(args.project, args.stage)], print)
+        _connect(args.name, [api.Project.of(args.project, args.stage)], print)
     elif args.command == "disconnect":
-        projects = None if args.all else [seamless_config.Project.of(args.project, args.stage)]
-        seamless_config.disconnect(args.name, projects, progress)
+        projects = None if args.all else [api.Project.of(args.project, args.stage)]
+        api.disconnect(args.name, projects, progress)
     elif args.command == "client-requirements":
-        sys.stdout.write(doctor.lock_text())
+        sys.stdout.write(api.client_requirements())
     elif args.command == "down":
         api.down(args.name, progress)
     elif args.command == "env":
@@ -384,7 +172,7 @@ def _one_line(text: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return _run(_parser().parse_args(argv))
+        return _run(parser().parse_args(argv))
     except StackError as exc:
         message, code = str(exc), 2
     except DockerException as exc:

@@ -21,8 +21,10 @@ import json
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from . import credentials
+from .files import write_private
 
 FORMATS = ("shell", "dotenv", "json")
 
@@ -113,3 +115,22 @@ def render(variables: dict[str, str], fmt: str = "shell", header: str | None = N
     else:
         raise ValueError(f"unknown format {fmt!r}; choose one of {', '.join(FORMATS)}")
     return "\n".join(lines) + "\n"
+
+
+class Described(Protocol):
+    """What the environment file says of its stack (a plan.Deployment; plan imports this module)."""
+
+    name: str
+    method: str
+    access: str
+    env_file: str
+
+    def connection(self) -> Connection: ...
+
+
+def write_env_file(stack: Described, connection: Connection | None = None) -> Path:
+    """The environment output as a file to `source`: owner-only, as it carries the stack's secret.
+    `connection` replaces the stack's own addresses (a tunnel's local ports) while it stands."""
+    header = f"seamless-stack {stack.name!r} ({stack.method}, {stack.access}); source this file"
+    text = render((connection or stack.connection()).variables(), "shell", header=header)
+    return write_private(Path(stack.env_file), text)

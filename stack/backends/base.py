@@ -9,12 +9,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Callable
 
 from ..plan import Deployment
+from ..progress import Progress
 from ..spec import StackSpec
-
-Progress = Callable[[str], None]
 
 
 @dataclass
@@ -47,6 +45,12 @@ class Backend(ABC):
     @abstractmethod
     def leftovers(self) -> list[str]:
         """What of a stack with this name runs although no state record says so."""
+
+    @classmethod
+    @abstractmethod
+    def remove_leftovers(cls, name: str, progress: Progress) -> bool:
+        """Remove what runs under a stack's name where this backend can find it without a
+        record (the record is lost or unreadable, so no Deployment says where). True if any."""
 
     @abstractmethod
     def start(self, progress: Progress) -> None:

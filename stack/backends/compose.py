@@ -19,11 +19,12 @@ from ..files import write_private
 from ..hosts import LocalHost, SSHDockerHost
 from ..layout import ROLES, StackFiles, compose_project
 from ..plan import WILDCARDS, Deployment, compose_plan
+from ..progress import Progress
 from ..resources import compose_file
 from ..spec import LOOPBACK, StackSpec
 from ..ssh import Destination
 from ..storage import storage_problems
-from .base import Backend, Progress, ServiceState
+from .base import Backend, ServiceState
 
 COMPOSE_LABEL = "com.docker.compose.project"
 
@@ -104,6 +105,12 @@ class ComposeBackend(Backend):
 
     def leftovers(self) -> list[str]:
         return [s.where for s in self.services()]
+
+    @classmethod
+    def remove_leftovers(cls, name: str, progress: Progress) -> bool:
+        """Containers on this machine's engine, by their Compose label (a remote host's
+        address was in the lost record)."""
+        return remove_project(name, progress)
 
     # -- lifecycle ------------------------------------------------------------------------
     def compose_environment(self) -> dict[str, str]:
@@ -219,7 +226,6 @@ class ComposeBackend(Backend):
 def _check_service(service: str) -> None:
     if service not in ROLES:
         raise StackError(f"no service {service!r}", f"choose one of {', '.join(ROLES)}")
-
 
 
 def remove_project(name: str, progress: Progress) -> bool:

@@ -14,8 +14,9 @@ from dataclasses import replace
 from .. import credentials, docker_tools, images
 from ..errors import StackError
 from ..health import ServiceFailed
-from ..layout import ROLES, StackFiles
+from ..layout import ROLES, StackFiles, compose_project
 from ..plan import Deployment, Placement, slurm_plan
+from ..progress import Progress
 from ..shell import Shell, quote, shell_for
 from ..slurm import APPTAINER_DIR, cluster, commands, sif
 from ..slurm.apptainer import apptainer_for
@@ -24,7 +25,7 @@ from ..slurm.jobscript import services_job_script, tls_dir, worker_job_options
 from ..spec import StackSpec
 from ..ssh import Destination
 from ..storage import absolute, prepare_dirs, storage_problems
-from .base import Backend, Progress, ServiceState
+from .base import Backend, ServiceState
 
 NODE_HELPER = "seamless_stack_node.py"
 
@@ -94,6 +95,22 @@ class SlurmBackend(Backend):
 
     def leftovers(self) -> list[str]:
         return [f"job {job.id} ({job.name})" for job in cluster.jobs(self.shell, self.names)]
+
+    @classmethod
+    def remove_leftovers(cls, name: str, progress: Progress) -> bool:
+        """Jobs by their names, when this machine is a Slurm login node (a login node reached
+        over SSH was in the lost record)."""
+        if shutil.which("squeue") is None:
+            return False
+        shell, names = shell_for(None), job_names(compose_project(name))
+        try:
+            found = cluster.jobs(shell, names)
+            if found:
+                progress(f"cancelling {len(found)} job(s) of stack {name!r}: {', '.join(job.id for job in found)}")
+                cluster.cancel(shell, names)
+        except StackError:
+            return False
+        return bool(found)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self, progress: Progress) -> None:

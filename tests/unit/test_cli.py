@@ -70,3 +70,18 @@ def test_bad_input_is_one_line(captured, capsys, argv, expected):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("seamless-stack: error: ") and expected in err[0], err
     assert captured == []
+
+
+def test_images_and_doctor_go_through_the_facade(monkeypatch, capsys):
+    """The CLI prints what the facade returns: one tab-separated line per image or SIF."""
+    from seamless_stack import images_api
+
+    monkeypatch.setattr(images_api, "listing", lambda: [("hashserver", "seamless-stack/hashserver:abc", "90 MB")])
+    monkeypatch.setattr(images_api, "make_base", lambda force, progress: "seamless-stack/base:bookworm")
+    monkeypatch.setattr(images_api, "sifs", lambda out, login, requirements, registry, progress: {"worker": f"{out}/worker.sif"})
+    assert cli.main(["images", "list"]) == 0 and capsys.readouterr().out == "hashserver\tseamless-stack/hashserver:abc\t90 MB\n"
+    assert cli.main(["images", "base"]) == 0 and capsys.readouterr().out == "seamless-stack/base:bookworm\n"
+    assert cli.main(["images", "sif", "--out", "/sifs"]) == 0 and capsys.readouterr().out == "worker\t/sifs/worker.sif\n"
+    for matches, code in ((True, 0), (False, 1)):
+        monkeypatch.setattr(api, "doctor", lambda python: ("the report\n", matches))
+        assert cli.main(["doctor"]) == code and capsys.readouterr().out == "the report\n"

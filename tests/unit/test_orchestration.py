@@ -44,6 +44,11 @@ class FakeBackend(Backend):
     def leftovers(self):
         return list(self.leftover)
 
+    @classmethod
+    def remove_leftovers(cls, name, progress):
+        cls.calls.append(f"remove leftovers of {name} ({cls.__name__})")
+        return bool(cls.leftover)
+
     def start(self, progress):
         self.calls.append("start")
         assert state.exists(self.deployment.name), "the record is written before anything starts"
@@ -233,3 +238,70 @@ def test_a_second_stack_on_a_held_database_directory_is_refused(fake, tmp_path):
     up(spec(tmp_path, name="second"))  # its own database: fine, the buffer store is shared
     api.down("first", lambda line: None, backends={"local": fake})
     up(spec(tmp_path, name="third", database_dir=str(tmp_path / "db")))  # free again after `down`
+
+
+# -- down without a record: each backend removes what it finds ---------------------------------
+class OtherFake(FakeBackend):
+    """A second backend class: `down` without a record asks it as well."""
+
+
+def test_down_without_a_record_asks_each_backend_once(fake, tmp_path):
+    backends = {"local": fake, "remote": fake, "slurm": OtherFake}
+    with pytest.raises(StackError, match="no stack named 's1'"):
+        api.down("s1", lambda line: None, backends=backends)
+    assert fake.calls == ["remove leftovers of s1 (FakeBackend)", "remove leftovers of s1 (OtherFake)"]
+    fake.calls.clear()
+    fake.leftover = ["seamless-s1-hashserver-1"]
+    api.down("s1", lambda line: None, backends=backends)  # something was removed: not an error
+    assert len(fake.calls) == 2, "every backend looks, also after one found something"
+
+
+def test_down_of_an_unreadable_record_removes_it_and_the_leftovers(fake, tmp_path):
+    up(spec(tmp_path))
+    StackFiles.of("s1").record.write_text("{not json")
+    fake.calls.clear()
+    api.down("s1", lambda line: None, backends={"local": fake})
+    assert fake.calls == ["remove leftovers of s1 (FakeBackend)"] and not StackFiles.of("s1").record.exists()
+
+
+def test_compose_leftovers_are_found_by_their_label(monkeypatch):
+    from seamless_stack.backends import ComposeBackend, compose
+
+    asked = []
+    monkeypatch.setattr(compose, "remove_project", lambda name, progress: asked.append(name) or True)
+    assert ComposeBackend.remove_leftovers("s1", lambda line: None) and asked == ["s1"]
+
+
+def test_slurm_leftovers_are_cancelled_by_job_name_on_a_login_node(monkeypatch):
+    from seamless_stack.backends import SlurmBackend, slurm
+    from seamless_stack.slurm.commands import Job
+
+    monkeypatch.setattr(slurm.shutil, "which", lambda command: None)
+    assert SlurmBackend.remove_leftovers("s1", lambda line: None) is False, "no Slurm here: nothing to find"
+    monkeypatch.setattr(slurm.shutil, "which", lambda command: f"/usr/bin/{command}")
+    cancelled, lines = [], []
+    monkeypatch.setattr(slurm.cluster, "jobs", lambda shell, names: [Job("7", "seamless-s1-services", "RUNNING", "n1", "")])
+    monkeypatch.setattr(slurm.cluster, "cancel", lambda shell, names: cancelled.append(list(names)) or [])
+    assert SlurmBackend.remove_leftovers("s1", lines.append)
+    assert cancelled == [["seamless-s1-services", "seamless-s1-worker"]] and "7" in lines[0]
+
+
+def test_slurm_leftovers_that_cannot_be_listed_are_none(monkeypatch):
+    from seamless_stack.backends import SlurmBackend, slurm
+
+    def broken(shell, names):
+        raise StackError("squeue failed")
+    monkeypatch.setattr(slurm.shutil, "which", lambda command: f"/usr/bin/{command}")
+    monkeypatch.setattr(slurm.cluster, "jobs", broken)
+    assert SlurmBackend.remove_leftovers("s1", lambda line: None) is False
+
+
+# -- status: one row per service, ports by role ------------------------------------------------
+def test_status_rows_show_each_roles_ports_and_what_is_wrong(fake, tmp_path, monkeypatch):
+    up(spec(tmp_path))
+    monkeypatch.setattr(FakeBackend, "services", lambda self: [
+        ServiceState("scheduler", "c3", "running"), ServiceState("worker", "c4", "exited")])
+    report = api.status("s1", backends={"local": fake})
+    assert [(row.service, row.port) for row in report.services] == [("scheduler", "61003 (dashboard 61004)"), ("worker", "-")]
+    assert not report.healthy and "worker exited" in report.problems
+    assert report.projects == []
