@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from testbeds.common import SSHLogin
 from testbeds.remote_host import RemoteHost
 from testbeds.slurm_cluster import SlurmCluster
 
@@ -73,19 +74,20 @@ INTRUDER = "intruder"  # a second user of the cluster, with a key of its own
 
 def add_intruder(cluster: SlurmCluster) -> None:
     """Another Unix user on every node (same uid everywhere, home on the shared /home), who may
-    log in to the login node with its own key: the neighbour a shared cluster always has."""
+    log in to the login node with its own key: the neighbour a shared cluster always has.
+    `cluster.intruder` is its ssh login."""
     from testbeds.common import new_key
 
     key = cluster.workdir / "ssh" / "intruder_ed25519"
     public = new_key(key, "intruder")
     for node in [cluster.controller, *cluster.compute_nodes]:
-        cluster.exec(node, f"useradd --uid 2001 --user-group --no-create-home --home-dir /home/{INTRUDER} "
-                           f"--shell /bin/bash {INTRUDER} && usermod -p '*' {INTRUDER}", check=True)
-    cluster.exec(cluster.controller, f"install -d -m 700 -o {INTRUDER} -g {INTRUDER} /home/{INTRUDER} /home/{INTRUDER}/.ssh && "
-                                      f"echo {public!r} > /home/{INTRUDER}/.ssh/authorized_keys && "
-                                      f"chown {INTRUDER}: /home/{INTRUDER}/.ssh/authorized_keys && "
-                                      f"chmod 600 /home/{INTRUDER}/.ssh/authorized_keys", check=True)
-    cluster.intruder_key = key
+        cluster.exec(f"useradd --uid 2001 --user-group --no-create-home --home-dir /home/{INTRUDER} "
+                     f"--shell /bin/bash {INTRUDER} && usermod -p '*' {INTRUDER}", node=node, check=True)
+    cluster.exec(f"install -d -m 700 -o {INTRUDER} -g {INTRUDER} /home/{INTRUDER} /home/{INTRUDER}/.ssh && "
+                 f"echo {public!r} > /home/{INTRUDER}/.ssh/authorized_keys && "
+                 f"chown {INTRUDER}: /home/{INTRUDER}/.ssh/authorized_keys && "
+                 f"chmod 600 /home/{INTRUDER}/.ssh/authorized_keys", check=True)
+    cluster.intruder = cluster.login_as(INTRUDER, key)
 
 
 @dataclass
@@ -111,16 +113,9 @@ class Cli:
         return result
 
     def use_ssh_key(self, key: Path, folder: Path) -> None:
-        """An `ssh` first on PATH with a config for a test bed's key, as ~/.ssh/config would
-        be (ssh takes ~ from the password database, not $HOME, so HOME cannot do this)."""
-        folder.mkdir(exist_ok=True)
-        config = folder / "config"
-        config.write_text(f"Host *\n  IdentityFile {key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
-                          "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
-        wrapper = folder / "ssh"
-        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
-        wrapper.chmod(0o755)
-        self.path_prefix = str(folder)
+        """An `ssh` first on PATH with a config for a test bed's key (any host), as
+        ~/.ssh/config would be (ssh takes ~ from the password database, not $HOME)."""
+        self.path_prefix = str(SSHLogin(folder, key).bin)
 
     def new_name(self) -> str:
         name = "t" + uuid.uuid4().hex[:8]

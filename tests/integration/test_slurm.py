@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import subprocess
 import time
 import uuid
@@ -63,21 +62,17 @@ def assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name: str) -> No
     assert_the_owner_gets_in(image, record, cfg, network=cluster.network)
     assert_refused(probe(image, cfg, f"{INTRUDER_UID}:{INTRUDER_UID}", network=cluster.network))
     assert_doors_shut(image, record, cfg, network=cluster.network)
-    ssh = ["ssh", "-i", str(cluster.intruder_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-           f"{INTRUDER}@{cluster.login_address}"]
-    on_login = subprocess.run([*ssh, "python3", "-", shlex.quote(json.dumps(cfg))], input=PROBE,
-                              capture_output=True, text=True, timeout=120)
+    on_login = cluster.intruder.run(["python3", "-", json.dumps(cfg)], input=PROBE, timeout=120)
     assert on_login.returncode == 0, on_login.stderr
     assert_refused(json.loads(on_login.stdout.splitlines()[-1]))
-    on_node = cluster.exec(cluster.compute_nodes[0], ["python3", "-c", PROBE, json.dumps(cfg)], user=INTRUDER, timeout=120)
+    on_node = cluster.exec(["python3", "-c", PROBE, json.dumps(cfg)], node=cluster.compute_nodes[0], user=INTRUDER, timeout=120)
     assert on_node.returncode == 0, on_node.stderr
     assert_refused(json.loads(on_node.stdout.splitlines()[-1]))
     stack_dir = record["slurm"]["stack_dir"]
     for path in (f"{stack_dir}/tls/http.secret", f"{stack_dir}/tls/server.key", f"{stack_dir}/services.json"):
-        denied = subprocess.run([*ssh, "cat", path], capture_output=True, text=True, timeout=60)
+        denied = cluster.intruder.run(["cat", path])
         assert denied.returncode != 0 and "Permission denied" in denied.stderr, (path, denied.stdout)
-    modes = cluster.exec(cluster.controller, f"stat -c %a {stack_dir} {stack_dir}/tls", user=cluster.user).stdout.split()
+    modes = cluster.exec(f"stat -c %a {stack_dir} {stack_dir}/tls", user=cluster.user).stdout.split()
     assert modes == ["700", "700"], modes
 
 
@@ -184,16 +179,16 @@ def test_slurm_bad_input(scli, cluster):
     login = ["--login", cluster.destination]
     _fails(scli.up(name, *login, "--partition", "nope", method="slurm"), "partition 'nope' does not exist", "main")
     _fails(scli.up(name, *login, "--worker-walltime", "soon", method="slurm"), "is not a Slurm time")
-    cluster.exec(cluster.controller, "mv /usr/bin/apptainer /usr/bin/apptainer.off")
+    cluster.exec("mv /usr/bin/apptainer /usr/bin/apptainer.off")
     try:
         _fails(scli.up(name, *login, method="slurm"), "apptainer not found on")
     finally:
-        cluster.exec(cluster.controller, "mv /usr/bin/apptainer.off /usr/bin/apptainer")
-    cluster.exec(cluster.controller, "mv /usr/bin/sbatch /usr/bin/sbatch.off")
+        cluster.exec("mv /usr/bin/apptainer.off /usr/bin/apptainer")
+    cluster.exec("mv /usr/bin/sbatch /usr/bin/sbatch.off")
     try:
         _fails(scli.up(name, *login, method="slurm"), "sbatch not found on")
     finally:
-        cluster.exec(cluster.controller, "mv /usr/bin/sbatch.off /usr/bin/sbatch")
+        cluster.exec("mv /usr/bin/sbatch.off /usr/bin/sbatch")
     # no Docker here and no SIF in that folder there
     no_docker = scli.env(PATH=f"{scli.path_prefix}:/usr/bin:/bin")
     no_docker["PATH"] = ":".join(p for p in no_docker["PATH"].split(":") if not Path(p, "docker").exists())
