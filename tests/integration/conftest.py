@@ -186,7 +186,16 @@ def client(client_venv) -> Client:
 
 class TunnelProcess:
     """`seamless-stack tunnel` in the background, as a user would leave it running: started
-    as a script's `&` job starts it, with SIGINT ignored, which the tunnel must overrule."""
+    as a script's `&` job starts it, with SIGINT ignored, which the tunnel must overrule.
+
+    As a context manager it closes on leaving, whatever happened, and keeps the exit code in
+    `code` for the test to check after the block (an assert in the cleanup would hide the
+    failure that ended the block):
+
+        with TunnelProcess(cli, name) as tunnel:
+            ...
+        assert tunnel.code == 0
+    """
 
     def __init__(self, cli, name):
         self.process = subprocess.Popen([str(CLI), "tunnel", "--name", name, "--format", "json"], env=cli.env(),
@@ -199,7 +208,21 @@ class TunnelProcess:
                 raise AssertionError(f"tunnel ended: {self.process.stderr.read()}")
             lines.append(line)
         self.variables = json.loads("".join(lines))
+        self.code: int | None = None
 
-    def close(self) -> int:
+    def close(self, timeout: float = 30) -> int | None:
+        """Ctrl-C, as a user ends it: its exit code, or None when it had to be killed."""
         self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=30)
+        try:
+            self.code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            self.code = None
+        return self.code
+
+    def __enter__(self) -> "TunnelProcess":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -86,8 +86,7 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
     node = services_node(scli, name)
     assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name)
 
-    tunnel = TunnelProcess(scli, name)
-    try:
+    with TunnelProcess(scli, name) as tunnel:
         marker = uuid.uuid4().hex
         run = client.run(env_file, "seamless-run", f"echo {marker}; hostname", timeout=600)
         assert run.returncode == 0, run.stderr
@@ -113,8 +112,7 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
         while worker_jobs(cluster, name) and time.monotonic() < deadline:
             time.sleep(3)
         assert worker_jobs(cluster, name) == [], "idle: back to zero worker jobs"
-    finally:
-        assert tunnel.close() == 0
+    assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
 
     status = scli.run("status", "--name", name)
     assert status.returncode == 0 and "services" in status.stdout, status.stdout
@@ -125,12 +123,9 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
     # up again: the earlier result comes from the database
     again = scli.up(name, "--login", cluster.destination, *JOB_OPTIONS, method="slurm", timeout=1800)
     assert again.returncode == 0, again.stderr
-    tunnel = TunnelProcess(scli, name)
-    try:
+    with TunnelProcess(scli, name) as tunnel:
         rerun = client.run(env_file, "seamless-run", f"echo {marker}; hostname", timeout=300)
         assert rerun.stdout == run.stdout
-    finally:
-        tunnel.close()
 
 
 def test_slurm_direct_single_node(scli, client, cluster):
@@ -224,8 +219,7 @@ def test_a_seamless_project_through_the_tunnel(scli, client_venv, cluster, tmp_p
     record = json.loads((scli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
     remote_ports, node_address = record["placement"]["ports"], record["placement"]["host_name"]
     node = services_node(scli, name)
-    tunnel = TunnelProcess(scli, name)
-    try:
+    with TunnelProcess(scli, name) as tunnel:
         files = client_files(scli.home)
         keys = {project.resolve_key(s, cluster_name, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
         keys.add(f"pure-daskserver-{cluster_name}-default")  # pure-Dask stages: one per cluster
@@ -252,8 +246,7 @@ def test_a_seamless_project_through_the_tunnel(scli, client_venv, cluster, tmp_p
         plugin = scheduler_plugin(client_venv, scli.home, f"tcp://127.0.0.1:{daskserver['port']}")
         url = plugin["buffer"][0]["url"]
         assert url.startswith("https://seamless:") and url.endswith(f"@{node_address}:{remote_ports['hashserver']}")
-    finally:
-        assert tunnel.close() == 0
+    assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
     assert client_files(scli.home) == {}, "the tunnel's ports are gone with it"
     status = scli.run("status", "--name", name)
     assert f"seamless-stack tunnel --name {name}" in status.stdout
