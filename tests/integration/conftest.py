@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -129,6 +130,27 @@ class Cli:
 
     def env_file(self, name: str) -> Path:
         return self.home / ".seamless" / "stacks" / f"{name}.env"
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll until `condition()` holds (instead of sleeping a guess); fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def read_available(stream) -> str:
+    """What a child's pipe holds right now, without waiting for more ("" when nothing, or at its end)."""
+    fd = stream.fileno()
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 1 << 16).decode(errors="replace")
+    except BlockingIOError:
+        return ""
+    finally:
+        os.set_blocking(fd, True)
 
 
 def project_containers(name: str) -> list[str]:
