@@ -32,6 +32,7 @@ from .redact import redact
 from .spec import StackSpec
 
 COMPOSE_ENV = "compose.env"  # in the stack's temporary folder
+_REFERENCE = re.compile(r"\$\{(\w+)")  # a variable the Compose files use
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Compose's line-clearing codes, even in `logs --no-color`
 
 
@@ -46,8 +47,10 @@ def plan(spec: StackSpec, folder: Path, progress: Progress) -> ComposeBackend:
 
 def compose_client(backend: ComposeBackend, environ: Mapping[str, str] = os.environ) -> DockerClient:
     """The backend's Docker client, calling docker through `env -u NAME ...`: Compose lets the
-    environment win over --env-file, so the stack's variables and COMPOSE_* are unset for it."""
-    names = sorted({*backend.compose_environment(), *(key for key in environ if key.startswith("COMPOSE_"))})
+    environment win over --env-file, so every variable the Compose files use (those the env
+    file sets, and those with a default there) and COMPOSE_* are unset for it."""
+    used = {name for path in backend.compose_files() for name in _REFERENCE.findall(path.read_text())}
+    names = sorted({*backend.compose_environment(), *used, *(key for key in environ if key.startswith("COMPOSE_"))})
     unset = [arg for name in names for arg in ("-u", name)]
     return DockerClient(client_call=[shutil.which("env") or "/usr/bin/env", *unset, docker_tools.docker_binary()],
                         host=backend.deployment.compose.docker_host, compose_files=backend.compose_files(),

@@ -70,6 +70,7 @@ def test_the_stack_is_the_compose_backend_and_compose_sees_its_variables_over_th
     lets the environment win over --env-file: the user's variables must not reach it."""
     monkeypatch.setenv("HASHSERVER_BUFFER_DIR", "/the/users/own")
     monkeypatch.setenv("THREADS", "64")
+    monkeypatch.setenv("WORKER_PIDS_LIMIT", "1")  # used by compose.yaml with a default, not in the env file
     monkeypatch.setenv("COMPOSE_PROJECT_NAME", "someone-elses")
     monkeypatch.setenv("COMPOSE_PROFILES", "debug")
 
@@ -95,7 +96,7 @@ def test_the_stack_is_the_compose_backend_and_compose_sees_its_variables_over_th
     for call in (up, down):
         argv = " ".join(call["argv"])
         assert "--project-name seamless-tcx-unit" in argv and f"--env-file {stack.folder / 'compose.env'}" in argv, argv
-        for name in ("HASHSERVER_BUFFER_DIR", "THREADS", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"):
+        for name in ("HASHSERVER_BUFFER_DIR", "THREADS", "WORKER_PIDS_LIMIT", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"):
             assert name not in call["env"], f"{name} would win over the env file"
     assert not backend.env_path.exists(), "down removes the Compose variables"
 
