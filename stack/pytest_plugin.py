@@ -50,25 +50,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("seamless_stack")
 
 
-def _required(config: pytest.Config) -> bool:
+def required(config: pytest.Config) -> bool:
+    """Whether a missing Docker engine fails the tests that need one (--seamless-stack-require
+    or SEAMLESS_STACK_REQUIRE=1) instead of skipping them. A test suite's own fixtures that
+    need Docker can ask this too: one switch for the whole run."""
     return config.getoption("--seamless-stack-require") or os.environ.get("SEAMLESS_STACK_REQUIRE", "").lower() in _TRUE
+
+
+def docker_or_skip(config: pytest.Config, what: str) -> None:
+    """Skip (or, when required, fail) the asking test when no stack can run here."""
+    from seamless_stack.testing import docker_problem
+
+    problem = docker_problem()
+    if problem:
+        message = f"no usable Docker engine for {what}: {problem}"
+        if required(config):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(f"{message} (--seamless-stack-require or SEAMLESS_STACK_REQUIRE=1 makes this a failure)")
 
 
 @pytest.fixture(scope="session")
 def seamless_stack(request: pytest.FixtureRequest):
     """The running SeamlessStack of this session: .environment(), .apply(), .buffer_dir, ..."""
     config = request.config
-    try:
-        from seamless_stack.testing import SeamlessStack, docker_problem
-    except ImportError as exc:
-        pytest.fail(f"the seamless_stack fixture needs seamless-stack's testing extra ({exc}): "
-                    "pip install 'seamless-stack[testing]'", pytrace=False)
-    problem = docker_problem()
-    if problem:
-        message = f"no usable Docker engine for the seamless_stack fixture: {problem}"
-        if _required(config):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(f"{message} (--seamless-stack-require or SEAMLESS_STACK_REQUIRE=1 makes this a failure)")
+    docker_or_skip(config, "the seamless_stack fixture")
+    from seamless_stack.testing import SeamlessStack
+
     summary = config.stash[_SUMMARY]
     stack = SeamlessStack(
         workers=config.getoption("--seamless-stack-workers"),

@@ -1,4 +1,4 @@
-"""A throwaway Seamless stack for tests and CI, on testcontainers' DockerCompose.
+"""A throwaway Seamless stack for tests and CI.
 
     from seamless_stack.testing import SeamlessStack
 
@@ -6,70 +6,51 @@
         stack.apply()                 # the client variables, in os.environ until the stack goes
         ...                           # run Seamless transformations: they compute in the stack
 
-What runs is exactly what `seamless-stack up local` runs: the plan (ports, storage,
-images, the Compose variables) comes from the driver itself (`build_spec` ->
-`ComposeBackend.prepare`, which builds missing images with our BuildKit builder), and
-testcontainers' `DockerCompose` brings our Compose file up (`compose up --wait`: the
-Compose health checks) under its own project name, `seamless-<name>`. Then the driver's
-health gate waits until every worker is Seamless-ready. Storage lives in a temporary
-folder; leaving the block removes the containers, the network and the folder.
+What runs is exactly what `seamless-stack up local` runs, by the same code: the Compose
+backend plans (`build_spec` -> `ComposeBackend.prepare`: ports, storage, images built with
+our BuildKit builder if missing, credentials), starts (`compose up` of our Compose file
+under the project `seamless-<name>`), and the driver's health gate waits until every worker
+is Seamless-ready, failing at once when the backend sees a service die (its crash-loop
+rule). Storage lives in a temporary folder; leaving the block removes the containers, the
+network and the folder. The lifecycle is in `seamless_stack.throwaway`.
 
-Known traps handled here (testcontainers-python 4.x):
-- its reaper (Ryuk) needs a registry: it is disabled (DockerCompose never needs it);
-- DockerCompose has no project-name parameter and runs Compose with this process's
-  environment, where the user's own HASHSERVER_BUFFER_DIR or COMPOSE_PROJECT_NAME would
-  win over the env file: every Compose call gets an environment with our variables set;
-- a failed start inside its `with` runs `down --volumes` before the logs can be read: we
-  call start/get_logs/stop ourselves, and the log tail goes into the exception first;
-- its wait strategies break on Compose services: Compose health checks plus our gate;
-  and while `up --wait` runs, a service that dies ends the wait at once (Compose alone
-  waits for a crash-looping service until the timeout).
+Handled here:
+- Compose lets the process environment win over its env file: a test process's own
+  HASHSERVER_BUFFER_DIR or COMPOSE_PROJECT_NAME is unset for every Compose call;
+- a failed start reads each service's log tail into the exception before anything is removed;
+- a port taken between planning and `compose up` (a stack starting at the same moment)
+  means planning again, up to PORT_RETRIES times.
 
-Nothing is written under ~/.seamless/stacks (a throwaway stack has no state record).
+Nothing is left under ~/.seamless/stacks (a throwaway stack has no state record).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
-import re
 import secrets
-import shlex
 import shutil
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-try:
-    from testcontainers.compose import DockerCompose
-    from testcontainers.core.config import testcontainers_config
-except ImportError as exc:  # pragma: no cover - depends on the installation
-    raise ImportError("seamless_stack.testing needs testcontainers: pip install 'seamless-stack[testing]'") from exc
-
-from . import docker_tools
+from . import docker_tools, throwaway
 from .api import health_gate
 from .backends.compose import ComposeBackend
 from .connection import render
 from .errors import StackError
-from .health import ServiceFailed
-from .layout import ROLES, StackFiles, compose_project
-from .redact import redact
-from .resources import compose_file, images_dir
+from .files import write_private
+from .layout import StackFiles, compose_project
+from .progress import Progress
+from .resources import images_dir
 from .spec import build_spec
 
-Progress = Callable[[str], None]
 logger = logging.getLogger("seamless_stack.testing")
 
 LOG_LINES = 40  # per service, in the exception of a failed start
 PORT_RETRIES = 3  # a port taken between planning and `compose up` (a concurrent stack): plan again
-_PORT_TAKEN = ("port is already allocated", "address already in use")
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Compose's line-clearing codes in `logs` output
 
 
 class StackStartFailed(StackError):
@@ -100,66 +81,6 @@ def docker_problem() -> str | None:
     return None
 
 
-@dataclass
-class _Compose(DockerCompose):
-    """DockerCompose, with every Compose call run with our variables and project name.
-
-    testcontainers runs `docker compose` with this process's environment (no env or
-    project-name parameter), and Compose lets the environment win over --env-file.
-    """
-
-    environment: dict[str, str] = field(default_factory=dict)
-    wait_timeout: int | None = None  # `up --wait --wait-timeout N`
-    # Asked every second while `up --wait` runs: (service, reason) for a service that died.
-    # Compose itself waits for a crash-looping service until the timeout; we stop at once.
-    find_failure: Callable[[], tuple[str, str] | None] | None = None
-
-    def _run_command(self, cmd, context=None):
-        cmd = list(cmd)
-        waiting = "up" in cmd and "--wait" in cmd
-        if waiting and self.wait_timeout and "--wait-timeout" not in cmd:
-            at = cmd.index("--wait") + 1
-            cmd[at:at] = ["--wait-timeout", str(self.wait_timeout)]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("COMPOSE_")}
-        env.update(self.environment)
-        cwd = context or str(self.context)
-        if not (waiting and self.find_failure):
-            return subprocess.run(cmd, capture_output=True, check=True, cwd=cwd, env=env)
-        with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd, env=env) as process:
-            while True:
-                try:
-                    out, err = process.communicate(timeout=1.0)
-                    break
-                except subprocess.TimeoutExpired:
-                    failure = self.find_failure()
-                    if failure:
-                        process.terminate()
-                        process.communicate()
-                        service, reason = failure
-                        raise ServiceFailed(service, f"{service} failed: {reason}") from None
-        if process.returncode:
-            raise subprocess.CalledProcessError(process.returncode, cmd, out, err)
-        return subprocess.CompletedProcess(cmd, 0, out, err)
-
-
-class _Backend(ComposeBackend):
-    """The driver's Compose backend, asked by the health gate through testcontainers: a
-    failed service is found with `compose ps`, and nothing is written to ~/.seamless/stacks."""
-
-    compose: _Compose | None = None
-
-    def find_failure(self) -> tuple[str, str] | None:
-        for c in self.compose.get_containers(include_all=True):
-            if c.State in ("exited", "dead", "restarting"):
-                return c.Service or "?", f"container {c.Name} is {c.State} (exit code {c.ExitCode})"
-        return None
-
-    def logs(self, service: str | None = None, tail: int | None = None) -> str:
-        out, err = self.compose.get_logs(*([service] if service else []))
-        lines = _ANSI.sub("", out + err).splitlines()
-        return redact("\n".join(lines[-tail:] if tail else lines))
-
-
 def _refresh_dask_config() -> None:
     if "dask" in sys.modules:
         import dask.config
@@ -183,7 +104,7 @@ class SeamlessStack:
     `threads` threads each) in Docker, with its storage in a temporary folder.
 
     name: default `tcx-<random>` (Compose project `seamless-<name>`); timeout: seconds for
-    the containers to be healthy and every worker Seamless-ready (image builds not counted);
+    every service to answer and every worker to be Seamless-ready (image builds not counted);
     worker_requirements: a pip requirements file for a worker image with your libraries;
     keep: leave everything running on exit (for debugging) and log how to remove it;
     directory: where the temporary folder is made (default: the system's temp folder).
@@ -211,8 +132,7 @@ class SeamlessStack:
         self._progress = progress or logger.info
         self.log_lines = log_lines
         self.folder: Path | None = None  # the temporary folder: buffers/, database/, compose.env, client.env
-        self.compose: _Compose | None = None  # testcontainers' DockerCompose, once planned
-        self.backend: _Backend | None = None
+        self.backend: ComposeBackend | None = None  # the driver's Compose backend, once planned
         self.ready_in: float | None = None  # seconds from `compose up` to Seamless-ready workers
         self._environment: dict[str, str] | None = None
         self._saved_environ: dict[str, str | None] | None = None
@@ -231,16 +151,16 @@ class SeamlessStack:
     @property
     def buffer_dir(self) -> Path:
         """The hashserver's storage: each buffer is <buffer_dir>/<first two hex>/<sha256>."""
-        return Path(self._deployment().buffer_dir)
+        return Path(self._require_backend().deployment.buffer_dir)
 
     @property
     def database_dir(self) -> Path:
         """The database's storage (seamless.db)."""
-        return Path(self._deployment().database_dir)
+        return Path(self._require_backend().deployment.database_dir)
 
     @property
     def ports(self) -> dict[str, int]:
-        return dict(self._deployment().ports)
+        return dict(self._require_backend().deployment.ports)
 
     def environment(self) -> dict[str, str]:
         """The variables a Seamless client needs (what `seamless-stack env` prints)."""
@@ -262,10 +182,10 @@ class SeamlessStack:
 
     def hostnames(self, service: str = "worker") -> set[str]:
         """Hostnames of a service's containers (their short IDs): where transformations run."""
-        return {c.ID[:12] for c in self.compose.get_containers() if c.Service == service and c.ID}
+        return throwaway.hostnames(self._require_backend(), service)
 
     def logs(self, service: str | None = None, tail: int | None = None) -> str:
-        return self._require_backend().logs(service, tail)
+        return throwaway.readable_logs(self._require_backend(), service, tail)
 
     # -- lifecycle ------------------------------------------------------------------------
     def __enter__(self) -> "SeamlessStack":
@@ -275,16 +195,15 @@ class SeamlessStack:
         self.stop()
 
     def start(self) -> "SeamlessStack":
-        """Plan, `compose up --wait`, health gate. On failure: logs into the exception, then
+        """Plan, `compose up`, health gate. On failure: logs into the exception, then
         everything removed, then raise."""
         if self.folder is not None:
             raise RuntimeError(f"stack {self._name!r} was started already")
-        testcontainers_config.ryuk_disabled = True  # Ryuk needs a registry; Compose never needs Ryuk
         self.folder = Path(tempfile.mkdtemp(prefix=f"seamless-stack-{self._name}-", dir=self._directory))
         self._remember_stacks_files()
         try:
             self._plan()
-            leftovers = [c.Name for c in self.compose.get_containers(include_all=True)]
+            leftovers = self.backend.leftovers()
             if leftovers:
                 raise StackError(f"Compose project {self.project} already has containers ({', '.join(leftovers)})",
                                  "choose another name, or remove them")
@@ -293,16 +212,16 @@ class SeamlessStack:
             raise
         try:
             started = time.monotonic()
-            self._compose_up(started + self.timeout)
+            self._start_services()
             remaining = max(0.0, started + self.timeout - time.monotonic())
             health_gate(self.backend, remaining, self._progress)
             self.ready_in = time.monotonic() - started
             self._environment = self.backend.deployment.connection().variables()
-            self._write_private(self.folder / "client.env",
-                                render(self._environment, "shell", header=f"Seamless stack {self._name!r}; source this file"))
+            write_private(self.folder / "client.env",
+                          render(self._environment, "shell", header=f"Seamless stack {self._name!r}; source this file"))
         except Exception as exc:
-            cause = _describe(exc)
-            logs = self._log_tail()  # before anything is removed
+            cause = throwaway.describe(exc)
+            logs = throwaway.log_tail(self.backend, self.log_lines)  # before anything is removed
             self._teardown()
             raise StackStartFailed(self._name, cause, logs) from exc
         except BaseException:  # Ctrl-C: no logs, but nothing left behind either
@@ -310,10 +229,12 @@ class SeamlessStack:
             raise
         self._progress(f"stack {self._name!r} ready in {self.ready_in:.1f}s: {self.workers} worker(s) x "
                        f"{self.threads} threads, ports {self.ports}, storage in {self.folder}")
+        for warning in self.backend.warnings:
+            self._progress(f"WARNING: {warning}")
         return self
 
     def stop(self) -> None:
-        """`compose down --volumes` and remove the temporary folder; keep=True leaves both."""
+        """Stop and remove the containers, then the temporary folder; keep=True leaves both."""
         self._restore_environ()
         if self.folder is None:
             return
@@ -323,81 +244,49 @@ class SeamlessStack:
         self._teardown()
 
     def keep_message(self) -> str:
-        folder = self.folder
-        down = " ".join(shlex.quote(part) for part in self._compose_command()) + " down --volumes"
         return (f"seamless-stack: stack {self._name!r} is left running (keep)\n"
-                f"  client environment: source {folder / 'client.env'}\n"
+                f"  client environment: source {self.folder / 'client.env'}\n"
                 f"  logs:               docker compose -p {self.project} logs\n"
-                f"  remove it:          {down} && rm -rf {shlex.quote(str(folder))}")
+                f"  remove it:          {throwaway.removal_command(self.backend, [self.folder, *self._stacks_files])}")
 
     # -- inside ---------------------------------------------------------------------------
-    def _deployment(self):
-        return self._require_backend().deployment
-
-    def _require_backend(self) -> _Backend:
+    def _require_backend(self) -> ComposeBackend:
         if self.backend is None:
             raise RuntimeError(f"stack {self._name!r} is not planned: start() it first")
         return self.backend
 
     def _plan(self) -> None:
-        """The driver's own plan: spec -> prepare (images, ports, directories) -> variables."""
+        """The driver's own plan: spec -> prepare (images, ports, directories, credentials)."""
         environ = {k: v for k, v in os.environ.items() if k != "ENVIRONMENT_OUTPUT_FILE"}
         spec = build_spec(
             name=self._name, method="local", workers=self.workers, threads=self.threads,
             buffer_dir=str(self.folder / "buffers"), database_dir=str(self.folder / "database"),
             worker_requirements=str(self.worker_requirements) if self.worker_requirements else None,
-            base_image=self.base_image, timeout=max(1, math.ceil(self.timeout)), environ=environ,
+            base_image=self.base_image, timeout=self.timeout, environ=environ,
         )
-        self.backend = _Backend.prepare(spec, self._progress)
-        variables = {**self.backend.compose_environment(), "COMPOSE_PROJECT_NAME": self.project}
-        env_file = self.folder / "compose.env"
-        self._write_private(env_file, "".join(f"{key}={value}\n" for key, value in variables.items()))
-        files = self.backend.compose_files()
-        self.compose = _Compose(
-            context=str(compose_file().parent), compose_file_name=[str(f) for f in files], env_file=[str(env_file)],
-            pull=False, build=False, wait=True, environment=variables,
-            wait_timeout=max(1, math.ceil(self.timeout)), find_failure=self.backend.find_failure,
-        )
-        self.backend.compose = self.compose
+        self.backend = throwaway.plan(spec, self.folder, self._progress)
 
-    def _compose_up(self, deadline: float) -> None:
+    def _start_services(self) -> None:
+        """The backend's `compose up`; planned again while another process took a port meanwhile."""
         for attempt in range(1, PORT_RETRIES + 1):
-            self.compose.wait_timeout = max(1, math.ceil(deadline - time.monotonic()))
-            self._progress(f"starting stack {self._name!r} (Compose project {self.project})")
             try:
-                self.compose.start()
+                self.backend.start(self._progress)
                 return
-            except subprocess.CalledProcessError as exc:
-                text = _text(exc.stderr) + _text(exc.stdout)
-                if attempt == PORT_RETRIES or not any(sign in text for sign in _PORT_TAKEN):
+            except StackError:
+                if attempt == PORT_RETRIES or not throwaway.lost_a_port(self.backend):
                     raise
-                self._progress("a port was taken meanwhile (another stack?): planning again")
-                self.compose.stop()
-                self._plan()
-
-    def _log_tail(self) -> str:
-        """Each service's last lines; never raises (the cause of the failure matters more)."""
-        if self.compose is None:
-            return ""
-        parts = []
-        for service in ROLES:
-            try:
-                out, err = self.compose.get_logs(service)
-                lines = _ANSI.sub("", out + err).splitlines()[-self.log_lines:]
-                text = "\n".join("    " + line for line in lines) or "    (no output)"
-            except Exception as exc:  # noqa: BLE001 - reported, not raised
-                text = f"    (logs unavailable: {_describe(exc)})"
-            parts.append(f"--- {service}: last {self.log_lines} log lines ---\n{text}")
-        return "\n".join(parts)
+            self._progress("a port was taken meanwhile (another stack?): planning again")
+            self.backend.down()
+            self._plan()
 
     def _teardown(self) -> None:
-        """down --volumes, then the temporary folder; each step guarded, errors logged."""
+        """The backend's `down`, then the temporary folder; each step guarded, errors logged."""
         self._restore_environ()
-        if self.compose is not None:
+        if self.backend is not None:
             try:
-                self.compose.stop()
+                self.backend.down()
             except Exception as exc:  # noqa: BLE001
-                logger.warning("stopping stack %r failed: %s", self._name, _describe(exc))
+                logger.warning("stopping stack %r failed: %s", self._name, throwaway.describe(exc))
         self._remove_files()
 
     def _remove_files(self) -> None:
@@ -426,29 +315,6 @@ class SeamlessStack:
                 os.environ[key] = value
         self._saved_environ = None
         _refresh_dask_config()
-
-    def _compose_command(self) -> list[str]:
-        return ["docker", "compose", "-p", self.project, *self.compose.compose_command_property[2:]]
-
-    @staticmethod
-    def _write_private(path: Path, text: str) -> None:
-        path.touch(mode=0o600)
-        path.write_text(text)
-
-
-def _text(data) -> str:
-    if data is None:
-        return ""
-    return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
-
-
-def _describe(exc: BaseException) -> str:
-    """One readable line or few: a failed `docker compose` says what Compose said."""
-    if isinstance(exc, subprocess.CalledProcessError):
-        action = next((a for a in ("up", "down", "logs", "ps") if a in exc.cmd), "")
-        said = _ANSI.sub("", _text(exc.stderr).strip() or _text(exc.stdout).strip()).splitlines()[-6:]
-        return f"docker compose {action} failed (exit {exc.returncode}): " + " | ".join(line.strip() for line in said)
-    return str(exc) or type(exc).__name__
 
 
 def main(argv: list[str] | None = None) -> int:

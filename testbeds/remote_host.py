@@ -32,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
 import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -57,76 +55,41 @@ def ensure_image(progress=common.stderr_progress) -> str:
     return common.ensure_image(IMAGE, CONTEXT, LABEL, digest, progress, "apt inside, about 20 s")
 
 
-class RemoteHost:
+class RemoteHost(common.Testbed):
     """A remote Docker host as a container; a context manager that cleans up after itself."""
 
-    ssh_port = 22
     user = USER
 
     def __init__(self, name: str = "seamless-remote", timeout: float = 90.0):
-        self.name = name
-        self.alias = name
+        super().__init__(name, timeout)
+        self.alias = self.main_container = name
         self.network = f"{name}-net"
-        self.timeout = timeout
-        self.address: str | None = None
-        self.tmpdir: Path | None = None
-
-    # -- paths in the temp dir ------------------------------------------------------
-    @property
-    def key_path(self) -> Path:
-        return self.tmpdir / "id_ed25519"
 
     @property
-    def ssh_config_path(self) -> Path:
-        return self.tmpdir / "ssh_config"
-
-    @property
-    def bin_dir(self) -> Path:
-        """Holds the ``ssh`` wrapper that docker_env() puts first on PATH."""
-        return self.tmpdir / "bin"
-
-    @property
-    def destination(self) -> str:
-        return f"{self.user}@{self.address}"
+    def address(self) -> str | None:
+        return self.login_address
 
     @property
     def docker_host(self) -> str:
         return f"ssh://{self.destination}"
 
-    # -- lifecycle ------------------------------------------------------------------
-    def start(self) -> "RemoteHost":
+    # -- lifecycle (common.Testbed.start)
+    def _ensure_image(self) -> None:
         ensure_image()
-        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
-        try:
-            pubkey = common.new_key(self.key_path, self.name)
-            label = f"{LABEL}={self.tmpdir}"
-            docker("network", "create", "--label", label, self.network)
-            docker("run", "-d", "--name", self.name, "--hostname", self.name,
-                   "--label", label, "--network", self.network,
-                   "-e", f"AUTHORIZED_KEY={pubkey}", *RUN_FLAGS, IMAGE)
-            self.address = common.container_ip(self.name)
-            self._write_client_files()
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def stop(self) -> None:
-        """Remove the container, its network and the temp dir (keys, config). Idempotent."""
-        _remove(self.name, self.network, self.tmpdir)
+    def _make(self, public_key: str) -> None:
+        label = f"{LABEL}={self.workdir}"
+        docker("network", "create", "--label", label, self.network)
+        docker("run", "-d", "--name", self.name, "--hostname", self.name,
+               "--label", label, "--network", self.network,
+               "-e", f"AUTHORIZED_KEY={public_key}", *RUN_FLAGS, IMAGE)
+        self.login_address = common.container_ip(self.name)
 
-    def __enter__(self) -> "RemoteHost":
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+    def _remove(self) -> None:
+        """Remove the container, its network and the work folder (keys, config). Idempotent."""
+        _remove(self.name, self.network, self.workdir)
 
     # -- client side ----------------------------------------------------------------
-    def ssh_config_text(self) -> str:
-        return common.ssh_config_text(f"{self.alias} {self.address}", self.address, self.user,
-                                      self.key_path, self.ssh_port)
-
     def add_to_ssh_config(self, path: str | os.PathLike) -> None:
         """Append this bed's Host entry to an ssh config file (e.g. for a plain ``ssh``)."""
         path = Path(path)
@@ -134,37 +97,10 @@ class RemoteHost:
         with path.open("a") as f:
             f.write("\n" + self.ssh_config_text())
 
-    def _write_client_files(self) -> None:
-        self.ssh_config_path.write_text(self.ssh_config_text())
-        self.bin_dir.mkdir()
-        wrapper = self.bin_dir / "ssh"
-        real_ssh = shutil.which("ssh") or "/usr/bin/ssh"
-        wrapper.write_text(f'#!/bin/sh\nexec {real_ssh} -F {self.ssh_config_path} "$@"\n')
-        wrapper.chmod(0o755)
-
     def docker_env(self) -> dict[str, str]:
         """Env vars that point the host's docker CLI and Compose at the bed's dockerd."""
         return {"DOCKER_HOST": self.docker_host,
                 "PATH": f"{self.bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
-
-    def ssh_argv(self, cmd: str | list[str]) -> list[str]:
-        """argv for running ``cmd`` on the bed as ``seamless`` (for Popen pipelines)."""
-        if not isinstance(cmd, str):
-            cmd = shlex.join(cmd)
-        return common.ssh_argv(self.ssh_config_path, self.alias, cmd)
-
-    def ssh(self, cmd: str | list[str], **kw) -> subprocess.CompletedProcess:
-        """Run ``cmd`` on the bed over ssh; output captured as text unless overridden."""
-        kw.setdefault("capture_output", True)
-        kw.setdefault("text", True)
-        return subprocess.run(self.ssh_argv(cmd), **kw)
-
-    def exec(self, cmd: str | list[str], **kw) -> subprocess.CompletedProcess:
-        """Run ``cmd`` in the bed as root via ``docker exec`` (no ssh involved)."""
-        argv = ["sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        kw.setdefault("capture_output", True)
-        kw.setdefault("text", True)
-        return subprocess.run(["docker", "exec", self.name, *argv], **kw)
 
     def _wait_ready(self) -> None:
         """Wait until sshd answers and the inner dockerd serves ``docker info`` over ssh."""

@@ -58,24 +58,24 @@ def ensure_image(progress=common.stderr_progress) -> str:
     return common.ensure_image(IMAGE, HERE, "testbed.hash", digest, progress, "about 20 s to a few minutes")
 
 
-class SlurmCluster:
+class SlurmCluster(common.Testbed):
     """Context manager for the test cluster; see the module docstring."""
+
+    user = USER
+    workdir_parent = "/var/tmp"  # stop_cluster removes only work folders there
 
     def __init__(self, name: str | None = None, compute_nodes: int = 2, cpus: int = 2,
                  memory_mb: int = 2000, timeout: float = 120, registry: bool = False):
-        self.name = name or f"slurmtb-{secrets.token_hex(3)}"
+        super().__init__(name or f"slurmtb-{secrets.token_hex(3)}", timeout)
         self.controller = f"{self.name}-login"
+        self.alias = self.main_container = self.controller
         self.compute_nodes = [f"{self.name}-c{i + 1}" for i in range(compute_nodes)]
         # How nodes reach the registry; registry_on_host (127.0.0.1:<port>) is known once started.
         self.registry_container = f"{self.name}-registry" if registry else None
         self.registry = f"{self.registry_container}:{REGISTRY_PORT}" if registry else None
         self.registry_on_host: str | None = None
         self.network = f"{self.name}-net"
-        self.cpus, self.memory_mb, self.timeout = cpus, memory_mb, timeout
-        self.user = USER
-        self.alias = self.controller
-        self.workdir: Path | None = None
-        self.login_address: str | None = None
+        self.cpus, self.memory_mb = cpus, memory_mb
 
     # -- paths inside the work directory (one temp dir holds everything we create on the host)
     @property
@@ -84,71 +84,47 @@ class SlurmCluster:
         return self.workdir / "home"
 
     @property
-    def key_path(self) -> Path:
-        return self.workdir / "ssh" / "id_ed25519"
-
-    @property
-    def ssh_config_path(self) -> Path:
-        return self.workdir / "ssh" / "config"
-
-    @property
     def registry_ca_path(self) -> Path:
         """The CA that signed the registry's certificate (every node trusts it)."""
         return self.workdir / "config" / "registry-ca.crt"
 
-    @property
-    def destination(self) -> str:
-        return f"{self.user}@{self.login_address}"
-
-    # -- life cycle
-    def __enter__(self) -> "SlurmCluster":
-        self.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-
-    def start(self) -> "SlurmCluster":
+    # -- life cycle (common.Testbed.start)
+    def _ensure_image(self) -> None:
         ensure_image()
+
+    def _preflight(self) -> None:
         if docker("ps", "-aq", "--filter", f"label={LABEL}={self.name}").stdout.strip():
             raise RuntimeError(f"a test cluster named {self.name!r} exists: "
                                f"python -m testbeds.slurm_cluster stop --name {self.name}")
-        self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-", dir="/var/tmp"))
-        try:
-            self._write_files()
-            labels = ["--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.workdir={self.workdir}"]
-            docker("network", "create", *labels, self.network)
-            if self.registry:
-                # Needs none of the nodes' caps; its /config holds only its own cert and key.
-                docker("run", "-d", "--init", "--name", self.registry_container, "--hostname", self.registry_container,
-                       "--network", self.network, *labels, "-p", f"127.0.0.1::{REGISTRY_PORT}",
-                       "-v", f"{self.workdir / 'registry'}:/config:ro", IMAGE, "registry")
-                port = docker("port", self.registry_container, f"{REGISTRY_PORT}/tcp").stdout.split()[0]
-                self.registry_on_host = f"127.0.0.1:{port.rsplit(':', 1)[1]}"
-            # Computes first: slurmctld resolves their names when it starts.
-            for node in [*self.compute_nodes, self.controller]:
-                role = "controller" if node == self.controller else "compute"
-                docker("run", "-d", "--init", "--name", node, "--hostname", node, "--network", self.network,
-                       *labels, *RUN_FLAGS,
-                       "-v", f"{self.workdir / 'config'}:/config:ro", "-v", f"{self.home_path}:/home",
-                       IMAGE, role)
-            self.login_address = common.container_ip(self.controller)
-            self._write_ssh_config()
-            self._wait_ready()
-        except BaseException:
-            self.stop()
-            raise
-        return self
 
-    def stop(self) -> None:
+    def _make(self, public_key: str) -> None:
+        self._write_files(public_key)
+        labels = ["--label", f"{LABEL}={self.name}", "--label", f"{LABEL}.workdir={self.workdir}"]
+        docker("network", "create", *labels, self.network)
+        if self.registry:
+            # Needs none of the nodes' caps; its /config holds only its own cert and key.
+            docker("run", "-d", "--init", "--name", self.registry_container, "--hostname", self.registry_container,
+                   "--network", self.network, *labels, "-p", f"127.0.0.1::{REGISTRY_PORT}",
+                   "-v", f"{self.workdir / 'registry'}:/config:ro", IMAGE, "registry")
+            port = docker("port", self.registry_container, f"{REGISTRY_PORT}/tcp").stdout.split()[0]
+            self.registry_on_host = f"127.0.0.1:{port.rsplit(':', 1)[1]}"
+        # Computes first: slurmctld resolves their names when it starts.
+        for node in [*self.compute_nodes, self.controller]:
+            role = "controller" if node == self.controller else "compute"
+            docker("run", "-d", "--init", "--name", node, "--hostname", node, "--network", self.network,
+                   *labels, *RUN_FLAGS,
+                   "-v", f"{self.workdir / 'config'}:/config:ro", "-v", f"{self.home_path}:/home",
+                   IMAGE, role)
+        self.login_address = common.container_ip(self.controller)
+
+    def _remove(self) -> None:
         """Remove the containers, network and work directory of this cluster (also from another process)."""
         stop_cluster(self.name)
-        self.workdir = None
 
     # -- set-up helpers
-    def _write_files(self) -> None:
-        config, home, ssh = self.workdir / "config", self.workdir / "home", self.workdir / "ssh"
-        for d in (config, home, ssh):
+    def _write_files(self, public_key: str) -> None:
+        config, home = self.workdir / "config", self.workdir / "home"
+        for d in (config, home):
             d.mkdir()
         self.workdir.chmod(0o755)  # the user must be able to traverse into /home
         home.chmod(0o755)
@@ -157,21 +133,16 @@ class SlurmCluster:
             name=self.name, controller=self.controller, nodes=",".join(self.compute_nodes),
             cpus=self.cpus, memory=self.memory_mb))
         shutil.copy(HERE / "cgroup.conf", config / "cgroup.conf")
-        pubkey = common.new_key(self.key_path, f"{self.name}-test")
         # The key goes straight into the shared home; the controller's entrypoint fixes dir modes.
         dot_ssh = home / USER / ".ssh"
         dot_ssh.mkdir(parents=True)
-        (dot_ssh / "authorized_keys").write_text(pubkey + "\n")
+        (dot_ssh / "authorized_keys").write_text(public_key + "\n")
         for p in (home / USER, dot_ssh, dot_ssh / "authorized_keys"):
             os.chown(p, UID, UID)
         dot_ssh.chmod(0o700)
         (dot_ssh / "authorized_keys").chmod(0o600)
         if self.registry:
             make_registry_certs(self.workdir, self.registry_container, self.registry_ca_path)
-
-    def _write_ssh_config(self) -> None:
-        self.ssh_config_path.write_text(
-            common.ssh_config_text(self.alias, self.login_address, self.user, self.key_path))
 
     def _wait_ready(self) -> None:
         """Until every compute node is idle in sinfo, sshd lets the user in and the registry (if any)
@@ -191,7 +162,7 @@ class SlurmCluster:
             if all(states.get(n) == "idle" for n in self.compute_nodes):
                 ssh_ok = ssh_ok or self.ssh("true", timeout=10, check=False).returncode == 0
                 # From the login node as the user: proves the registry serves and the CA is trusted.
-                registry_ok = registry_ok or self.exec(self.controller, [
+                registry_ok = registry_ok or self.exec([
                     "python3", "-c", f"import urllib.request; urllib.request.urlopen('https://{self.registry}/v2/', timeout=5)"],
                     user=USER, timeout=20).returncode == 0
                 if ssh_ok and registry_ok:
@@ -204,24 +175,13 @@ class SlurmCluster:
                            f"ssh {'ok' if ssh_ok else 'not answering'}, registry {'ok' if registry_ok else 'not answering'})\n{logs}")
 
     # -- using the cluster
-    def ssh(self, cmd: str, timeout: float = 60, check: bool = False) -> subprocess.CompletedProcess:
-        """Run a shell command as `seamless` on the login node, over real ssh."""
-        return subprocess.run(common.ssh_argv(self.ssh_config_path, self.alias, cmd),
-                              capture_output=True, text=True, timeout=timeout, check=check)
-
-    def exec(self, node: str, cmd: str | list[str], timeout: float = 60, check: bool = False,
-             user: str = "root") -> subprocess.CompletedProcess:
-        """docker exec on a node (a name from compute_nodes, or controller); a string goes through bash."""
-        argv = ["bash", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        return docker("exec", "-u", user, node, *argv, check=check, timeout=timeout)
-
     def node_states(self) -> dict[str, str]:
-        out = self.exec(self.controller, ["sinfo", "-h", "-N", "-o", "%N %t"], timeout=20)
+        out = self.exec(["sinfo", "-h", "-N", "-o", "%N %t"], timeout=20)
         return dict(line.split() for line in out.stdout.splitlines() if len(line.split()) == 2)
 
     def squeue(self) -> list[tuple[str, str]]:
         """(job id, state) of every job of every user, e.g. [("3", "RUNNING")]."""
-        out = self.exec(self.controller, ["squeue", "-h", "-a", "-o", "%i %T"], timeout=20, check=True)
+        out = self.exec(["squeue", "-h", "-a", "-o", "%i %T"], timeout=20, check=True)
         return [tuple(line.split()) for line in out.stdout.splitlines() if line.strip()]
 
     def install_seamless_stack(self, project_dir: str | os.PathLike) -> str:

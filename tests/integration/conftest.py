@@ -12,12 +12,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from testbeds.common import SSHLogin
 from testbeds.remote_host import RemoteHost
 from testbeds.slurm_cluster import SlurmCluster
 
@@ -73,19 +75,20 @@ INTRUDER = "intruder"  # a second user of the cluster, with a key of its own
 
 def add_intruder(cluster: SlurmCluster) -> None:
     """Another Unix user on every node (same uid everywhere, home on the shared /home), who may
-    log in to the login node with its own key: the neighbour a shared cluster always has."""
+    log in to the login node with its own key: the neighbour a shared cluster always has.
+    `cluster.intruder` is its ssh login."""
     from testbeds.common import new_key
 
     key = cluster.workdir / "ssh" / "intruder_ed25519"
     public = new_key(key, "intruder")
     for node in [cluster.controller, *cluster.compute_nodes]:
-        cluster.exec(node, f"useradd --uid 2001 --user-group --no-create-home --home-dir /home/{INTRUDER} "
-                           f"--shell /bin/bash {INTRUDER} && usermod -p '*' {INTRUDER}", check=True)
-    cluster.exec(cluster.controller, f"install -d -m 700 -o {INTRUDER} -g {INTRUDER} /home/{INTRUDER} /home/{INTRUDER}/.ssh && "
-                                      f"echo {public!r} > /home/{INTRUDER}/.ssh/authorized_keys && "
-                                      f"chown {INTRUDER}: /home/{INTRUDER}/.ssh/authorized_keys && "
-                                      f"chmod 600 /home/{INTRUDER}/.ssh/authorized_keys", check=True)
-    cluster.intruder_key = key
+        cluster.exec(f"useradd --uid 2001 --user-group --no-create-home --home-dir /home/{INTRUDER} "
+                     f"--shell /bin/bash {INTRUDER} && usermod -p '*' {INTRUDER}", node=node, check=True)
+    cluster.exec(f"install -d -m 700 -o {INTRUDER} -g {INTRUDER} /home/{INTRUDER} /home/{INTRUDER}/.ssh && "
+                 f"echo {public!r} > /home/{INTRUDER}/.ssh/authorized_keys && "
+                 f"chown {INTRUDER}: /home/{INTRUDER}/.ssh/authorized_keys && "
+                 f"chmod 600 /home/{INTRUDER}/.ssh/authorized_keys", check=True)
+    cluster.intruder = cluster.login_as(INTRUDER, key)
 
 
 @dataclass
@@ -111,16 +114,9 @@ class Cli:
         return result
 
     def use_ssh_key(self, key: Path, folder: Path) -> None:
-        """An `ssh` first on PATH with a config for a test bed's key, as ~/.ssh/config would
-        be (ssh takes ~ from the password database, not $HOME, so HOME cannot do this)."""
-        folder.mkdir(exist_ok=True)
-        config = folder / "config"
-        config.write_text(f"Host *\n  IdentityFile {key}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n"
-                          "  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
-        wrapper = folder / "ssh"
-        wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
-        wrapper.chmod(0o755)
-        self.path_prefix = str(folder)
+        """An `ssh` first on PATH with a config for a test bed's key (any host), as
+        ~/.ssh/config would be (ssh takes ~ from the password database, not $HOME)."""
+        self.path_prefix = str(SSHLogin(folder, key).bin)
 
     def new_name(self) -> str:
         name = "t" + uuid.uuid4().hex[:8]
@@ -134,6 +130,27 @@ class Cli:
 
     def env_file(self, name: str) -> Path:
         return self.home / ".seamless" / "stacks" / f"{name}.env"
+
+
+def wait_until(condition, timeout: float, what: str, interval: float = 0.2) -> None:
+    """Poll until `condition()` holds (instead of sleeping a guess); fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def read_available(stream) -> str:
+    """What a child's pipe holds right now, without waiting for more ("" when nothing, or at its end)."""
+    fd = stream.fileno()
+    os.set_blocking(fd, False)
+    try:
+        return os.read(fd, 1 << 16).decode(errors="replace")
+    except BlockingIOError:
+        return ""
+    finally:
+        os.set_blocking(fd, True)
 
 
 def project_containers(name: str) -> list[str]:
@@ -191,7 +208,16 @@ def client(client_venv) -> Client:
 
 class TunnelProcess:
     """`seamless-stack tunnel` in the background, as a user would leave it running: started
-    as a script's `&` job starts it, with SIGINT ignored, which the tunnel must overrule."""
+    as a script's `&` job starts it, with SIGINT ignored, which the tunnel must overrule.
+
+    As a context manager it closes on leaving, whatever happened, and keeps the exit code in
+    `code` for the test to check after the block (an assert in the cleanup would hide the
+    failure that ended the block):
+
+        with TunnelProcess(cli, name) as tunnel:
+            ...
+        assert tunnel.code == 0
+    """
 
     def __init__(self, cli, name):
         self.process = subprocess.Popen([str(CLI), "tunnel", "--name", name, "--format", "json"], env=cli.env(),
@@ -204,7 +230,21 @@ class TunnelProcess:
                 raise AssertionError(f"tunnel ended: {self.process.stderr.read()}")
             lines.append(line)
         self.variables = json.loads("".join(lines))
+        self.code: int | None = None
 
-    def close(self) -> int:
+    def close(self, timeout: float = 30) -> int | None:
+        """Ctrl-C, as a user ends it: its exit code, or None when it had to be killed."""
         self.process.send_signal(signal.SIGINT)
-        return self.process.wait(timeout=30)
+        try:
+            self.code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            self.code = None
+        return self.code
+
+    def __enter__(self) -> "TunnelProcess":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()

@@ -77,7 +77,7 @@ def test_login_node_up_with_defaults_computes_in_worker_jobs(login_node, cluster
 
         # sbatch refuses worker jobs (the partition drains): status says so, nothing loops,
         # and the client's transformation runs once the partition is back
-        cluster.exec(cluster.controller, "scontrol update PartitionName=main State=DRAIN", check=True)
+        cluster.exec("scontrol update PartitionName=main State=DRAIN", check=True)
         marker = uuid.uuid4().hex
         env_file = host_env_file(cluster, name, tmp_path)
         waiting = subprocess.Popen(["bash", "-c", 'source "$1"; exec seamless-run "echo $2; hostname"', "-", str(env_file), marker],
@@ -94,7 +94,7 @@ def test_login_node_up_with_defaults_computes_in_worker_jobs(login_node, cluster
             time.sleep(25)
             assert submissions(cluster, name)["refused"] <= first + 3, "refusals back off, no tight loop"
         finally:
-            cluster.exec(cluster.controller, "scontrol update PartitionName=main State=UP", check=True)
+            cluster.exec("scontrol update PartitionName=main State=UP", check=True)
         out, err = waiting.communicate(timeout=600)
         assert waiting.returncode == 0, err[-2000:]
         assert out.split()[0] == marker
@@ -130,11 +130,11 @@ def test_login_node_refuses_worker_jobs_that_cannot_run(login_node, cluster):
     try:
         error = only_error(on_login(cluster, login_node, "up", "slurm", "--name", name, "--threads", "4", timeout=300))
         assert "worker jobs ask for 4 CPUs; nodes in partition main have 2 CPUs: use --threads 2 or --worker-queue" in error
-        cluster.exec(cluster.controller, "scontrol update PartitionName=main MaxTime=00:20:00", check=True)
+        cluster.exec("scontrol update PartitionName=main MaxTime=00:20:00", check=True)
         try:
             error = only_error(on_login(cluster, login_node, "up", "slurm", "--name", name, "--worker-walltime", "00:30:00", timeout=300))
         finally:
-            cluster.exec(cluster.controller, "scontrol update PartitionName=main MaxTime=INFINITE", check=True)
+            cluster.exec("scontrol update PartitionName=main MaxTime=INFINITE", check=True)
         assert "worker jobs ask for a walltime of 00:30:00; partition main allows 00:20:00: use --worker-walltime 00:20:00" in error
         # what only sbatch knows (no GPUs here): its dry run of the rendered worker job refuses it
         error = only_error(on_login(cluster, login_node, "up", "slurm", "--name", name, "--job-extra=--gres=gpu:1", timeout=300))
@@ -172,7 +172,7 @@ def test_login_node_sifs_from_the_registry(login_node, cluster):
         errors = [line for line in moved.stderr.splitlines() if line.startswith("seamless-stack: error:")]
         assert moved.returncode == 2 and len(errors) == 1, moved.stderr
         assert "hashserver: pulling" in moved.stderr and "holds database def-" in errors[0] and "images push" in errors[0]
-    finally:
+    finally:  # the registry's tag back to our image, whatever happened; checked below, not here
         again = subprocess.run([str(CLI), "images", "push", cluster.registry_on_host], capture_output=True, text=True, timeout=1800)
-        assert again.returncode == 0, again.stderr
+    assert again.returncode == 0, again.stderr
     assert on_login(cluster, login_node, "images", "sif").stdout == first.stdout, "the pushed image again: the cached SIF"

@@ -20,7 +20,7 @@ import uuid
 
 import pytest
 
-from .conftest import CLI
+from .conftest import CLI, read_available, wait_until
 from .test_security import assert_only_the_owner_gets_in, read_record
 
 
@@ -100,6 +100,7 @@ def test_remote_ssh_with_tunnel(rcli, client, remote):
 
     tunnel = subprocess.Popen([str(CLI), "tunnel", "--name", name, "--format", "json"], env=rcli.env(),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    said = []  # the tunnel's stderr, as far as the test has read it
     try:
         local = json.loads(_read_json(tunnel))
         assert local["SEAMLESS_DASK_SCHEDULER"].startswith("tls://127.0.0.1:")
@@ -113,13 +114,19 @@ def test_remote_ssh_with_tunnel(rcli, client, remote):
         assert ssh_children
         for pid in ssh_children:
             os.kill(int(pid), signal.SIGKILL)
-        time.sleep(4)
+
+        def reconnected() -> bool:
+            assert tunnel.poll() is None, f"the tunnel ended: {''.join(said)}{tunnel.stderr.read()}"
+            said.append(read_available(tunnel.stderr))
+            return "[seamless-stack] reconnected\n" in "".join(said)
+
+        wait_until(reconnected, timeout=60, what="the tunnel reconnecting (forwards standing again)")
         again = client.run(env_file, "seamless-run", "echo after-reconnect")
         assert again.returncode == 0 and again.stdout.strip() == "after-reconnect", again.stderr
     finally:
         tunnel.send_signal(signal.SIGINT)
         code = tunnel.wait(timeout=20)
-    assert code == 0, tunnel.stderr.read()
+    assert code == 0, "".join(said) + tunnel.stderr.read()
     assert env_file.read_text() == only_ssh, "without the tunnel, the env file holds the SSH section only"
 
 

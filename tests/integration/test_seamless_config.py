@@ -142,8 +142,7 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
     waiting = project.run("5")
     assert waiting.returncode != 0 and f"seamless-stack tunnel --name {name}" in waiting.stderr
 
-    tunnel = TunnelProcess(cli, name)
-    try:
+    with TunnelProcess(cli, name) as tunnel:
         # 2. The files: keys exactly as the client's seamless-config computes them, owner-only.
         files = client_files(cli.home)
         keys = {project.resolve_key(s, cluster, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
@@ -188,8 +187,7 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
 
         status = cli.run("status", "--name", name)
         assert status.returncode == 0 and "seamless projects: demo, demo (stage gpu)" in status.stdout
-    finally:
-        assert tunnel.close() == 0
+    assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
     assert client_files(cli.home) == {}, "the forwarder's ports are gone with it"
 
     # 7. down: the same script fails, saying which stack and what to run.
@@ -203,14 +201,12 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
 
     # 8. up again (new ports, new containers) and the tunnel: the files follow, the earlier results are found.
     assert cli.up(name, "--workers", "2", "--threads", "2", *dirs, env=env).returncode == 0
-    tunnel = TunnelProcess(cli, name)
-    try:
+    with TunnelProcess(cli, name) as tunnel:
         assert set(client_files(cli.home)) == keys
         assert service_hostnames(name, "worker").isdisjoint(workers)
         again = project.result("5")
         assert again == answer, "from the database: the old workers' host names, no recomputation"
-    finally:
-        assert tunnel.close() == 0
+    assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
 
     # 9. connect warns about a client with other versions; disconnect removes everything.
     other = mismatched_venv(client_venv, tmp_path / "other-venv")
@@ -279,8 +275,7 @@ def test_nested_transformations_and_pure_dask_stages_on_connected_stacks(cli, cl
         shell = {**dict(item.split("=", 1) for item in sourced.stdout.decode().split("\0") if "=" in item), **project.env()}
         assert "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT" in shell, "the stack's env file is sourced"
 
-        tunnel = TunnelProcess(cli, name)
-        try:
+        with TunnelProcess(cli, name) as tunnel:
             workers = service_hostnames(name, "worker")
             tag = uuid.uuid4().hex[:8]
             outer = 8  # more than the Dask threads: 1:1 threads hang at the first, root-task queuing at 4
@@ -294,5 +289,4 @@ def test_nested_transformations_and_pure_dask_stages_on_connected_stacks(cli, cl
             if name == first:  # the tunnel's forwarder draws from the stack's own range
                 ports = {json.loads(path.read_text())["port"] for key, path in files.items() if name in key}
                 assert ports and all(58000 <= port <= 58099 for port in ports), ports
-        finally:
-            assert tunnel.close() == 0
+        assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def http(method, url, body=None, secret=None):
             return response.status
     except urllib.error.HTTPError as exc:
         return exc.code
+    except urllib.error.URLError as exc:  # no HTTP answer: name what ended the connection
+        return f"URLError({type(exc.reason).__name__})" if isinstance(exc.reason, BaseException) else "URLError"
     except Exception as exc:
         return type(exc).__name__
 
@@ -204,12 +207,26 @@ def assert_the_owner_gets_in(image: str, record: dict, cfg: dict, network: str =
     assert owner["Dask tls://"].startswith("ran code") and owner["Dask TLS handshake"] == "accepted", owner
 
 
+# How PROBE names a connection the server refused before any HTTP answer: a TLS alert, a
+# reset, a close, a refused connect; bare (raised while reading the answer) or inside urllib's
+# URLError (raised while sending the request, e.g. under load the reset that ends a refused
+# handshake). Not a refusal: any HTTP status, a timeout, an error of the probe itself.
+REFUSALS = frozenset({"SSLError", "SSLEOFError", "SSLZeroReturnError", "ConnectionResetError", "ConnectionRefusedError",
+                      "ConnectionAbortedError", "BrokenPipeError", "RemoteDisconnected"})
+
+
+def refused(answer) -> bool:
+    """Whether PROBE's answer for one request is a refusal at the TLS or connection level."""
+    name = answer if isinstance(answer, str) else ""
+    inner = re.fullmatch(r"URLError\((\w+)\)", name)
+    return (inner[1] if inner else name) in REFUSALS
+
+
 def assert_refused(intruder: dict) -> None:
     for what in ("buffer PUT", "buffer GET", "database PUT (poisoning)", "database GET"):
         assert intruder[what] == 401, (what, intruder)
-    # No HTTP answer at all: the handshake is refused (an SSLError, or under load a URLError
-    # wrapping the reset that ends it: both are refusals, neither is a response).
-    assert not isinstance(intruder["dashboard"], int) and intruder["dashboard, plain http"] != 200, intruder
+    # The dashboard wants the client certificate: no HTTP answer at all, the connection refused.
+    assert refused(intruder["dashboard"]) and intruder["dashboard, plain http"] != 200, intruder
     assert "CERTIFICATE_REQUIRED" in intruder["Dask TLS handshake"].upper(), intruder
     assert not any(str(answer).startswith("ran code") for answer in intruder.values()), intruder
 

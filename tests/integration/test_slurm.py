@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 import subprocess
 import time
 import uuid
@@ -63,21 +62,17 @@ def assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name: str) -> No
     assert_the_owner_gets_in(image, record, cfg, network=cluster.network)
     assert_refused(probe(image, cfg, f"{INTRUDER_UID}:{INTRUDER_UID}", network=cluster.network))
     assert_doors_shut(image, record, cfg, network=cluster.network)
-    ssh = ["ssh", "-i", str(cluster.intruder_key), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
-           "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-           f"{INTRUDER}@{cluster.login_address}"]
-    on_login = subprocess.run([*ssh, "python3", "-", shlex.quote(json.dumps(cfg))], input=PROBE,
-                              capture_output=True, text=True, timeout=120)
+    on_login = cluster.intruder.run(["python3", "-", json.dumps(cfg)], input=PROBE, timeout=120)
     assert on_login.returncode == 0, on_login.stderr
     assert_refused(json.loads(on_login.stdout.splitlines()[-1]))
-    on_node = cluster.exec(cluster.compute_nodes[0], ["python3", "-c", PROBE, json.dumps(cfg)], user=INTRUDER, timeout=120)
+    on_node = cluster.exec(["python3", "-c", PROBE, json.dumps(cfg)], node=cluster.compute_nodes[0], user=INTRUDER, timeout=120)
     assert on_node.returncode == 0, on_node.stderr
     assert_refused(json.loads(on_node.stdout.splitlines()[-1]))
     stack_dir = record["slurm"]["stack_dir"]
     for path in (f"{stack_dir}/tls/http.secret", f"{stack_dir}/tls/server.key", f"{stack_dir}/services.json"):
-        denied = subprocess.run([*ssh, "cat", path], capture_output=True, text=True, timeout=60)
+        denied = cluster.intruder.run(["cat", path])
         assert denied.returncode != 0 and "Permission denied" in denied.stderr, (path, denied.stdout)
-    modes = cluster.exec(cluster.controller, f"stat -c %a {stack_dir} {stack_dir}/tls", user=cluster.user).stdout.split()
+    modes = cluster.exec(f"stat -c %a {stack_dir} {stack_dir}/tls", user=cluster.user).stdout.split()
     assert modes == ["700", "700"], modes
 
 
@@ -91,8 +86,7 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
     node = services_node(scli, name)
     assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name)
 
-    tunnel = TunnelProcess(scli, name)
-    try:
+    with TunnelProcess(scli, name) as tunnel:
         marker = uuid.uuid4().hex
         run = client.run(env_file, "seamless-run", f"echo {marker}; hostname", timeout=600)
         assert run.returncode == 0, run.stderr
@@ -118,8 +112,7 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
         while worker_jobs(cluster, name) and time.monotonic() < deadline:
             time.sleep(3)
         assert worker_jobs(cluster, name) == [], "idle: back to zero worker jobs"
-    finally:
-        assert tunnel.close() == 0
+    assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
 
     status = scli.run("status", "--name", name)
     assert status.returncode == 0 and "services" in status.stdout, status.stdout
@@ -130,12 +123,9 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
     # up again: the earlier result comes from the database
     again = scli.up(name, "--login", cluster.destination, *JOB_OPTIONS, method="slurm", timeout=1800)
     assert again.returncode == 0, again.stderr
-    tunnel = TunnelProcess(scli, name)
-    try:
+    with TunnelProcess(scli, name) as tunnel:
         rerun = client.run(env_file, "seamless-run", f"echo {marker}; hostname", timeout=300)
         assert rerun.stdout == run.stdout
-    finally:
-        tunnel.close()
 
 
 def test_slurm_direct_single_node(scli, client, cluster):
@@ -184,16 +174,16 @@ def test_slurm_bad_input(scli, cluster):
     login = ["--login", cluster.destination]
     _fails(scli.up(name, *login, "--partition", "nope", method="slurm"), "partition 'nope' does not exist", "main")
     _fails(scli.up(name, *login, "--worker-walltime", "soon", method="slurm"), "is not a Slurm time")
-    cluster.exec(cluster.controller, "mv /usr/bin/apptainer /usr/bin/apptainer.off")
+    cluster.exec("mv /usr/bin/apptainer /usr/bin/apptainer.off")
     try:
         _fails(scli.up(name, *login, method="slurm"), "apptainer not found on")
     finally:
-        cluster.exec(cluster.controller, "mv /usr/bin/apptainer.off /usr/bin/apptainer")
-    cluster.exec(cluster.controller, "mv /usr/bin/sbatch /usr/bin/sbatch.off")
+        cluster.exec("mv /usr/bin/apptainer.off /usr/bin/apptainer")
+    cluster.exec("mv /usr/bin/sbatch /usr/bin/sbatch.off")
     try:
         _fails(scli.up(name, *login, method="slurm"), "sbatch not found on")
     finally:
-        cluster.exec(cluster.controller, "mv /usr/bin/sbatch.off /usr/bin/sbatch")
+        cluster.exec("mv /usr/bin/sbatch.off /usr/bin/sbatch")
     # no Docker here and no SIF in that folder there
     no_docker = scli.env(PATH=f"{scli.path_prefix}:/usr/bin:/bin")
     no_docker["PATH"] = ":".join(p for p in no_docker["PATH"].split(":") if not Path(p, "docker").exists())
@@ -229,8 +219,7 @@ def test_a_seamless_project_through_the_tunnel(scli, client_venv, cluster, tmp_p
     record = json.loads((scli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
     remote_ports, node_address = record["placement"]["ports"], record["placement"]["host_name"]
     node = services_node(scli, name)
-    tunnel = TunnelProcess(scli, name)
-    try:
+    with TunnelProcess(scli, name) as tunnel:
         files = client_files(scli.home)
         keys = {project.resolve_key(s, cluster_name, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
         keys.add(f"pure-daskserver-{cluster_name}-default")  # pure-Dask stages: one per cluster
@@ -257,8 +246,7 @@ def test_a_seamless_project_through_the_tunnel(scli, client_venv, cluster, tmp_p
         plugin = scheduler_plugin(client_venv, scli.home, f"tcp://127.0.0.1:{daskserver['port']}")
         url = plugin["buffer"][0]["url"]
         assert url.startswith("https://seamless:") and url.endswith(f"@{node_address}:{remote_ports['hashserver']}")
-    finally:
-        assert tunnel.close() == 0
+    assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
     assert client_files(scli.home) == {}, "the tunnel's ports are gone with it"
     status = scli.run("status", "--name", name)
     assert f"seamless-stack tunnel --name {name}" in status.stdout

@@ -7,6 +7,7 @@ tested is the real facade: rollback order and guards, converge, leftovers, recor
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 
 import pytest
 
@@ -20,87 +21,98 @@ from seamless_stack.spec import build_spec
 PORTS = {"hashserver": 61001, "database": 61002, "scheduler": 61003, "dashboard": 61004}
 
 
-class FakeBackend(Backend):
-    """Records what the facade asks of it; fails where a test tells it to."""
+@dataclass
+class Script:
+    """One test's fake backend: what the facade asked of it, in order, and where it fails.
+    Its state lives here, one per test (the fixture's), never in class attributes that one
+    test could leave set for the next."""
 
-    calls: list[str] = []
-    fail_start = fail_down = fail_logs = False
-    leftover: list[str] = []
-    restarted: list[str] = []
+    calls: list[str] = field(default_factory=list)
+    fail_start: bool = False
+    fail_down: bool = False
+    fail_logs: bool = False
+    leftover: list[str] = field(default_factory=list)
+    restarted: list[str] = field(default_factory=list)
+    makes_credentials: bool = False  # as ComposeBackend/SlurmBackend.prepare do
 
-    makes_credentials = False  # as ComposeBackend/SlurmBackend.prepare do
+    def __post_init__(self):
+        self.backend = fake_backend(self)
 
-    @classmethod
-    def prepare(cls, spec, progress):
-        cls.calls.append("prepare")
-        if cls.makes_credentials:
-            StackFiles.of(spec.name).tls.mkdir(parents=True, exist_ok=True)
-        deployment = Deployment(name=spec.name, method=spec.method, workers=spec.workers, threads=spec.threads,
-                                bind=spec.bind, buffer_dir=spec.buffer_dir, database_dir=spec.database_dir,
-                                env_file=str(spec.env_file or StackFiles.of(spec.name).env), settings=spec.settings(),
-                                placement=Placement("here", PORTS), compose=ComposeRecord(images={}, uid=1000, gid=1000))
-        return cls(deployment)
+    def up(self, s, gate=lambda backend, timeout, progress: 0.1, lines=None):
+        return api.up(s, (lines if lines is not None else []).append, backends={"local": self.backend}, gate=gate)
 
-    def leftovers(self):
-        return list(self.leftover)
 
-    @classmethod
-    def remove_leftovers(cls, name, progress):
-        cls.calls.append(f"remove leftovers of {name} ({cls.__name__})")
-        return bool(cls.leftover)
+def fake_backend(script: Script) -> type[Backend]:
+    """A Backend class that does what `script` says: the facade gets a class, as it gets
+    ComposeBackend, and nothing of it outlives the test."""
 
-    def start(self, progress):
-        self.calls.append("start")
-        assert state.exists(self.deployment.name), "the record is written before anything starts"
-        if self.fail_start:
-            raise StackError("start failed", "fix it")
+    class FakeBackend(Backend):
+        @classmethod
+        def prepare(cls, spec, progress):
+            script.calls.append("prepare")
+            if script.makes_credentials:
+                StackFiles.of(spec.name).tls.mkdir(parents=True, exist_ok=True)
+            deployment = Deployment(name=spec.name, method=spec.method, workers=spec.workers, threads=spec.threads,
+                                    bind=spec.bind, buffer_dir=spec.buffer_dir, database_dir=spec.database_dir,
+                                    env_file=str(spec.env_file or StackFiles.of(spec.name).env), settings=spec.settings(),
+                                    placement=Placement("here", PORTS), compose=ComposeRecord(images={}, uid=1000, gid=1000))
+            return cls(deployment)
 
-    def converge(self, spec, progress):
-        self.calls.append("converge")
-        return list(self.restarted)
+        def leftovers(self):
+            return list(script.leftover)
 
-    def restart(self, service, progress):
-        self.calls.append(f"restart {service}")
+        @classmethod
+        def remove_leftovers(cls, name, progress):
+            script.calls.append(f"remove leftovers of {name} ({cls.__name__})")
+            return bool(script.leftover)
 
-    def down(self):
-        self.calls.append("down")
-        if self.fail_down:
-            raise StackError("down failed too")
+        def start(self, progress):
+            script.calls.append("start")
+            assert state.exists(self.deployment.name), "the record is written before anything starts"
+            if script.fail_start:
+                raise StackError("start failed", "fix it")
 
-    def services(self):
-        return [ServiceState("hashserver", "c1", "running")]
+        def converge(self, spec, progress):
+            script.calls.append("converge")
+            return list(script.restarted)
 
-    def find_failure(self):
-        return None
+        def restart(self, service, progress):
+            script.calls.append(f"restart {service}")
 
-    def storage_problems(self):
-        return {}
+        def down(self):
+            script.calls.append("down")
+            if script.fail_down:
+                raise StackError("down failed too")
 
-    def logs(self, service=None, tail=None):
-        self.calls.append("logs")
-        if self.fail_logs:
-            raise StackError("no logs")
-        return "a log line"
+        def services(self):
+            return [ServiceState("hashserver", "c1", "running")]
+
+        def find_failure(self):
+            return None
+
+        def storage_problems(self):
+            return {}
+
+        def logs(self, service=None, tail=None):
+            script.calls.append("logs")
+            if script.fail_logs:
+                raise StackError("no logs")
+            return "a log line"
+
+    return FakeBackend
 
 
 @pytest.fixture
-def fake(tmp_path, monkeypatch):
+def fake(tmp_path, monkeypatch) -> Script:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.delenv("ENVIRONMENT_OUTPUT_FILE", raising=False)
-    FakeBackend.calls = []
-    FakeBackend.fail_start = FakeBackend.fail_down = FakeBackend.fail_logs = False
-    FakeBackend.leftover, FakeBackend.restarted = [], []
-    return FakeBackend
+    return Script()
 
 
 def spec(tmp_path, **options):
     name = options.pop("name", "s1")
     options.setdefault("database_dir", str(tmp_path / f"d-{name}"))  # one writer per database
     return build_spec(name=name, buffer_dir=str(tmp_path / "b"), environ={"HOME": str(tmp_path)}, **options)
-
-
-def up(s, gate=lambda backend, timeout, progress: 0.1, lines=None):
-    return api.up(s, (lines if lines is not None else []).append, backends={"local": FakeBackend}, gate=gate)
 
 
 def failing_gate(service="database"):
@@ -112,7 +124,7 @@ def failing_gate(service="database"):
 
 
 def test_up_runs_the_sequence_and_writes_record_and_environment(fake, tmp_path):
-    d = up(spec(tmp_path))
+    d = fake.up(spec(tmp_path))
     assert fake.calls == ["prepare", "start"]
     assert state.load("s1") == d
     assert "SEAMLESS_DASK_SCHEDULER=tcp://here:61003" not in StackFiles.of("s1").env.read_text()
@@ -122,21 +134,21 @@ def test_up_runs_the_sequence_and_writes_record_and_environment(fake, tmp_path):
 def test_a_failed_start_rolls_back_and_reports_the_original_error(fake, tmp_path):
     fake.fail_start = True
     with pytest.raises(StackError, match="start failed"):
-        up(spec(tmp_path))
+        fake.up(spec(tmp_path))
     assert fake.calls == ["prepare", "start", "down"]
     assert not state.exists("s1") and not StackFiles.of("s1").env.exists()
 
 
 def test_a_failed_first_up_leaves_no_credentials_an_existing_stacks_stay(fake, tmp_path, monkeypatch):
-    monkeypatch.setattr(FakeBackend, "makes_credentials", True)
+    fake.makes_credentials = True
     fake.fail_start = True
     with pytest.raises(StackError):
-        up(spec(tmp_path))
+        fake.up(spec(tmp_path))
     assert not StackFiles.of("s1").tls.exists(), "a first up that fails leaves nothing"
     StackFiles.of("s1").tls.mkdir(parents=True)
     (StackFiles.of("s1").tls / "http.secret").write_text("kept")
     with pytest.raises(StackError):
-        up(spec(tmp_path))
+        fake.up(spec(tmp_path))
     assert (StackFiles.of("s1").tls / "http.secret").read_text() == "kept", "the credentials clients hold stay"
 
 
@@ -144,7 +156,7 @@ def test_rollback_steps_are_guarded_and_the_original_error_wins(fake, tmp_path):
     fake.fail_down = fake.fail_logs = True
     lines = []
     with pytest.raises(StackError, match="database failed"):
-        up(spec(tmp_path), gate=failing_gate(), lines=lines)
+        fake.up(spec(tmp_path), gate=failing_gate(), lines=lines)
     assert fake.calls == ["prepare", "start", "logs", "down"]
     assert not state.exists("s1"), "the record goes even when down fails"
     assert any("down failed too" in line for line in lines) and any("no logs" in line for line in lines)
@@ -153,7 +165,7 @@ def test_rollback_steps_are_guarded_and_the_original_error_wins(fake, tmp_path):
 def test_the_failing_service_log_tail_is_shown(fake, tmp_path):
     lines = []
     with pytest.raises(StackError):
-        up(spec(tmp_path), gate=failing_gate(), lines=lines)
+        fake.up(spec(tmp_path), gate=failing_gate(), lines=lines)
     assert any("last log lines of database" in line and "a log line" in line for line in lines)
 
 
@@ -161,40 +173,40 @@ def test_ctrl_c_rolls_back_too(fake, tmp_path):
     def interrupted(backend, timeout, progress):
         raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
-        up(spec(tmp_path), gate=interrupted)
+        fake.up(spec(tmp_path), gate=interrupted)
     assert fake.calls[-1] == "down" and not state.exists("s1")
 
 
 def test_up_again_with_the_same_spec_converges(fake, tmp_path):
-    up(spec(tmp_path))
+    fake.up(spec(tmp_path))
     fake.calls.clear()
     fake.restarted = ["database"]
     lines = []
-    d = up(spec(tmp_path), lines=lines)
+    d = fake.up(spec(tmp_path), lines=lines)
     assert fake.calls == ["converge"] and d.ports == PORTS
     assert any("started again: database" in line for line in lines)
 
 
 def test_up_again_with_another_spec_says_what_differs(fake, tmp_path):
-    up(spec(tmp_path))
+    fake.up(spec(tmp_path))
     fake.calls.clear()
     with pytest.raises(StackError, match=r"other settings \(threads 3 -> 2; workers 1 -> 2\).*down --name s1"):
-        up(spec(tmp_path, workers=2, threads=2))
+        fake.up(spec(tmp_path, workers=2, threads=2))
     assert fake.calls == [] and state.exists("s1")
 
 
 def test_a_failed_converge_leaves_the_running_stack_alone(fake, tmp_path):
-    up(spec(tmp_path))
+    fake.up(spec(tmp_path))
     fake.calls.clear()
     with pytest.raises(StackError):
-        up(spec(tmp_path), gate=failing_gate())
+        fake.up(spec(tmp_path), gate=failing_gate())
     assert "down" not in fake.calls and state.exists("s1")
 
 
 def test_leftovers_without_a_record_are_refused_not_duplicated(fake, tmp_path):
     fake.leftover = ["seamless-s1-hashserver-1"]
     with pytest.raises(StackError, match="no state record but seamless-s1-hashserver-1 still run.*down --name s1"):
-        up(spec(tmp_path))
+        fake.up(spec(tmp_path))
     assert fake.calls == ["prepare"] and not state.exists("s1")
 
 
@@ -203,7 +215,7 @@ def test_an_unwritable_output_file_is_refused_before_anything_starts(fake, tmp_p
     for target in (tmp_path / "afile" / "out.env", tmp_path):
         s = build_spec(name="s1", environ={"HOME": str(tmp_path), "ENVIRONMENT_OUTPUT_FILE": str(target)})
         with pytest.raises(StackError, match="environment output file"):
-            up(s)
+            fake.up(s)
     assert fake.calls == []
 
 
@@ -215,38 +227,37 @@ def test_an_unwritable_output_file_is_refused_before_anything_starts(fake, tmp_p
      '"database_dir": "d", "env_file": "e", "settings": {}, "compose": {"images": {}, "uid": 1, "gid": 1}}', "ValueError"),
 ])
 def test_a_corrupt_record_is_one_line_about_that_stack_only(fake, tmp_path, content, reason):
-    up(spec(tmp_path, name="good"))
+    fake.up(spec(tmp_path, name="good"))
     folder = StackFiles.of("bad").folder
     (folder / "bad.json").write_text(content)
     with pytest.raises(state.CorruptRecord, match=f"stack 'bad'.*{reason}.*down --name bad"):
         state.load("bad")
     assert [d.name for d in state.load_all()] == ["good"]
-    up(spec(tmp_path, name="other"))  # another stack still comes up
+    fake.up(spec(tmp_path, name="other"))  # another stack still comes up
     assert state.load("other").name == "other"
 
 
 def test_records_round_trip(fake, tmp_path):
-    d = up(spec(tmp_path))
+    d = fake.up(spec(tmp_path))
     assert Deployment.from_dict(json.loads(json.dumps(d.to_dict()))) == d
 
 
 def test_a_second_stack_on_a_held_database_directory_is_refused(fake, tmp_path):
-    up(spec(tmp_path, name="first", database_dir=str(tmp_path / "db")))
+    fake.up(spec(tmp_path, name="first", database_dir=str(tmp_path / "db")))
     with pytest.raises(StackError, match=r"database directory .*/db is held by stack 'first'.*own --database-dir"):
-        up(spec(tmp_path, name="second", database_dir=str(tmp_path / "db") + "/"))
+        fake.up(spec(tmp_path, name="second", database_dir=str(tmp_path / "db") + "/"))
     assert not state.exists("second"), "nothing of the refused stack is left"
-    up(spec(tmp_path, name="second"))  # its own database: fine, the buffer store is shared
-    api.down("first", lambda line: None, backends={"local": fake})
-    up(spec(tmp_path, name="third", database_dir=str(tmp_path / "db")))  # free again after `down`
+    fake.up(spec(tmp_path, name="second"))  # its own database: fine, the buffer store is shared
+    api.down("first", lambda line: None, backends={"local": fake.backend})
+    fake.up(spec(tmp_path, name="third", database_dir=str(tmp_path / "db")))  # free again after `down`
 
 
 # -- down without a record: each backend removes what it finds ---------------------------------
-class OtherFake(FakeBackend):
-    """A second backend class: `down` without a record asks it as well."""
-
-
 def test_down_without_a_record_asks_each_backend_once(fake, tmp_path):
-    backends = {"local": fake, "remote": fake, "slurm": OtherFake}
+    class OtherFake(fake.backend):
+        """A second backend class: `down` without a record asks it as well."""
+
+    backends = {"local": fake.backend, "remote": fake.backend, "slurm": OtherFake}
     with pytest.raises(StackError, match="no stack named 's1'"):
         api.down("s1", lambda line: None, backends=backends)
     assert fake.calls == ["remove leftovers of s1 (FakeBackend)", "remove leftovers of s1 (OtherFake)"]
@@ -257,10 +268,10 @@ def test_down_without_a_record_asks_each_backend_once(fake, tmp_path):
 
 
 def test_down_of_an_unreadable_record_removes_it_and_the_leftovers(fake, tmp_path):
-    up(spec(tmp_path))
+    fake.up(spec(tmp_path))
     StackFiles.of("s1").record.write_text("{not json")
     fake.calls.clear()
-    api.down("s1", lambda line: None, backends={"local": fake})
+    api.down("s1", lambda line: None, backends={"local": fake.backend})
     assert fake.calls == ["remove leftovers of s1 (FakeBackend)"] and not StackFiles.of("s1").record.exists()
 
 
@@ -298,10 +309,10 @@ def test_slurm_leftovers_that_cannot_be_listed_are_none(monkeypatch):
 
 # -- status: one row per service, ports by role ------------------------------------------------
 def test_status_rows_show_each_roles_ports_and_what_is_wrong(fake, tmp_path, monkeypatch):
-    up(spec(tmp_path))
-    monkeypatch.setattr(FakeBackend, "services", lambda self: [
+    fake.up(spec(tmp_path))
+    monkeypatch.setattr(fake.backend, "services", lambda self: [
         ServiceState("scheduler", "c3", "running"), ServiceState("worker", "c4", "exited")])
-    report = api.status("s1", backends={"local": fake})
+    report = api.status("s1", backends={"local": fake.backend})
     assert [(row.service, row.port) for row in report.services] == [("scheduler", "61003 (dashboard 61004)"), ("worker", "-")]
     assert not report.healthy and "worker exited" in report.problems
     assert report.projects == []
