@@ -129,7 +129,8 @@ class ComposeBackend(Backend):
             "THROTTLE": str(d.throttle),
             "WORKERS": str(d.workers),
             **({"CREDENTIALS_DIR": record.host_credentials_dir} if record.host_credentials_dir else {}),
-            **({"HTTP_SCHEME": "https", "HTTP_TLS_CERT": "/tls/server.crt", "HTTP_TLS_KEY": "/tls/server.key"}
+            **({"HTTP_SCHEME": "https", "HTTP_TLS_CERT": credentials.in_container("server.crt"),
+                "HTTP_TLS_KEY": credentials.in_container("server.key")}
                if d.http_tls else {}),
         }
 
