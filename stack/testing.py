@@ -8,10 +8,10 @@
 
 What runs is exactly what `seamless-stack up local` runs, by the same code: the Compose
 backend plans (`build_spec` -> `ComposeBackend.prepare`: ports, storage, images built with
-our BuildKit builder if missing, credentials), starts (`compose up` of our Compose file
-under the project `seamless-<name>`), and the driver's health gate waits until every worker
-is Seamless-ready, failing at once when the backend sees a service die (its crash-loop
-rule). Storage lives in a temporary folder; leaving the block removes the containers, the
+our BuildKit builder if missing, credentials), testcontainers' `DockerCompose` starts it
+(`compose up` of our Compose file under the project `seamless-<name>`, public parameters
+only: `.compose`), and the driver's health gate waits until every worker is Seamless-ready,
+failing at once when the backend sees a service die (its crash-loop rule). Storage lives in a temporary folder; leaving the block removes the containers, the
 network and the folder. The lifecycle is in `seamless_stack.throwaway`.
 
 Handled here:
@@ -31,12 +31,13 @@ import os
 import secrets
 import shutil
 import ssl
+import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from . import docker_tools, throwaway
+from . import docker_tools
 from .api import health_gate
 from .backends.compose import ComposeBackend
 from .connection import render
@@ -46,6 +47,13 @@ from .layout import StackFiles, compose_project
 from .progress import Progress
 from .resources import images_dir
 from .spec import build_spec
+
+try:
+    from testcontainers.compose import DockerCompose
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    raise ImportError("seamless_stack.testing needs testcontainers: pip install 'seamless-stack[testing]'") from exc
+
+from . import throwaway  # noqa: E402 - after the check above: it uses testcontainers too
 
 logger = logging.getLogger("seamless_stack.testing")
 
@@ -133,6 +141,7 @@ class SeamlessStack:
         self.log_lines = log_lines
         self.folder: Path | None = None  # the temporary folder: buffers/, database/, compose.env, client.env
         self.backend: ComposeBackend | None = None  # the driver's Compose backend, once planned
+        self.compose: DockerCompose | None = None  # testcontainers' DockerCompose that runs it
         self.ready_in: float | None = None  # seconds from `compose up` to Seamless-ready workers
         self._environment: dict[str, str] | None = None
         self._saved_environ: dict[str, str | None] | None = None
@@ -267,24 +276,26 @@ class SeamlessStack:
         self.backend = throwaway.plan(spec, self.folder, self._progress)
 
     def _start_services(self) -> None:
-        """The backend's `compose up`; planned again while another process took a port meanwhile."""
+        """testcontainers' `compose up`; planned again while another process took a port meanwhile."""
         for attempt in range(1, PORT_RETRIES + 1):
+            self.compose = throwaway.compose(self.backend, self.folder)
+            self._progress(self.backend.starting())
             try:
-                self.backend.start(self._progress)
+                self.compose.start()
                 return
-            except StackError:
+            except subprocess.CalledProcessError:
                 if attempt == PORT_RETRIES or not throwaway.lost_a_port(self.backend):
                     raise
             self._progress("a port was taken meanwhile (another stack?): planning again")
-            self.backend.down()
+            self.compose.stop()
             self._plan()
 
     def _teardown(self) -> None:
         """The backend's `down`, then the temporary folder; each step guarded, errors logged."""
         self._restore_environ()
-        if self.backend is not None:
+        if self.compose is not None:
             try:
-                self.backend.down()
+                self.compose.stop()  # `compose down --volumes`
             except Exception as exc:  # noqa: BLE001
                 logger.warning("stopping stack %r failed: %s", self._name, throwaway.describe(exc))
         self._remove_files()

@@ -1,30 +1,28 @@
 """A throwaway stack on the Compose backend: what `seamless-stack up local` runs, with its
 files in a temporary folder and no state record. `seamless_stack.testing` is its face.
 
-The lifecycle and its rules are the backend's own: `ComposeBackend.prepare` plans (images,
-ports, directories, credentials), `start` runs `compose up`, `api.health_gate` waits with
-the backend's `find_failure` (its crash-loop rule), `logs` and `down` end it. Only these
-differ from `up local`:
+The plan and the rules are the backend's own: `ComposeBackend.prepare` plans (images, ports,
+directories, credentials), `api.health_gate` waits with the backend's `find_failure` (its
+crash-loop rule), its `logs` and `leftovers` inspect. testcontainers' DockerCompose runs
+`compose up` and `down` (`compose`), with the backend's docker call, which unsets the stack's
+variables (Compose lets the environment win over the env file). Only these differ from
+`up local`:
 - the Compose variables go to <folder>/compose.env, not beside a state record;
-- Compose runs with the stack's variables (and COMPOSE_*) unset in its environment, where
-  they would win over the env file: a test process's own HASHSERVER_BUFFER_DIR, THREADS or
-  COMPOSE_PROJECT_NAME must not change a throwaway stack (`compose_client`);
 - the failure message carries every service's log tail, read before anything is removed.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import shutil
+import subprocess
 from pathlib import Path
-from typing import Mapping
 
-from python_on_whales import DockerClient
+from testcontainers.compose import DockerCompose
 
 from . import docker_tools
 from .backends.compose import COMPOSE_LABEL, ComposeBackend
+from .files import write_private
 from .layout import ROLES
 from .ports import port_is_free
 from .progress import Progress
@@ -32,7 +30,6 @@ from .redact import redact
 from .spec import StackSpec
 
 COMPOSE_ENV = "compose.env"  # in the stack's temporary folder
-_REFERENCE = re.compile(r"\$\{(\w+)")  # a variable the Compose files use
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Compose's line-clearing codes, even in `logs --no-color`
 
 
@@ -41,20 +38,22 @@ def plan(spec: StackSpec, folder: Path, progress: Progress) -> ComposeBackend:
     prepared = ComposeBackend.prepare(spec, progress)
     backend = ComposeBackend(prepared.deployment, env_path=folder / COMPOSE_ENV)
     backend.warnings = prepared.warnings
-    backend.docker = compose_client(backend)
     return backend
 
 
-def compose_client(backend: ComposeBackend, environ: Mapping[str, str] = os.environ) -> DockerClient:
-    """The backend's Docker client, calling docker through `env -u NAME ...`: Compose lets the
-    environment win over --env-file, so every variable the Compose files use (those the env
-    file sets, and those with a default there) and COMPOSE_* are unset for it."""
-    used = {name for path in backend.compose_files() for name in _REFERENCE.findall(path.read_text())}
-    names = sorted({*backend.compose_environment(), *used, *(key for key in environ if key.startswith("COMPOSE_"))})
-    unset = [arg for name in names for arg in ("-u", name)]
-    return DockerClient(client_call=[shutil.which("env") or "/usr/bin/env", *unset, docker_tools.docker_binary()],
-                        host=backend.deployment.compose.docker_host, compose_files=backend.compose_files(),
-                        compose_project_name=backend.deployment.project, compose_env_files=[backend.env_path])
+def compose(backend: ComposeBackend, folder: Path) -> DockerCompose:
+    """testcontainers' DockerCompose for the backend's files, variables and project, through its
+    public parameters only: it has no project name and runs Compose with this process's
+    environment, so its docker command is a script in `folder` that runs the backend's own
+    docker call (the stack's variables unset) with COMPOSE_PROJECT_NAME set. wait=False:
+    `up --detach`, then the driver's health gate with the backend's crash-loop rule."""
+    script = folder / "docker"
+    call = [*backend.docker_call()[:-1], f"COMPOSE_PROJECT_NAME={backend.deployment.project}", backend.docker_call()[-1]]
+    write_private(script, f"#!/bin/sh\nexec {shlex.join(call)} \"$@\"\n")
+    script.chmod(0o700)
+    backend.write_env()
+    return DockerCompose(context=str(folder), compose_file_name=[str(path) for path in backend.compose_files()],
+                         env_file=[str(backend.env_path)], wait=False, docker_command_path=str(script))
 
 
 def lost_a_port(backend: ComposeBackend) -> bool:
@@ -96,9 +95,14 @@ def removal_command(backend: ComposeBackend, paths: list[Path]) -> str:
     compose = ["docker", "compose", "-p", backend.deployment.project]
     for path in backend.compose_files():
         compose += ["-f", str(path)]
-    compose += ["--env-file", str(backend.env_path), "down"]
+    compose += ["--env-file", str(backend.env_path), "down", "--volumes"]
     return f"{shlex.join(compose)} && rm -rf {shlex.join(str(p) for p in paths)}"
 
 
 def describe(exc: BaseException) -> str:
+    """One line for a failure; for a failed docker/Compose call, what Compose said last."""
+    if isinstance(exc, subprocess.CalledProcessError):
+        said = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        lines = [line.strip() for line in _ANSI.sub("", said).splitlines() if line.strip()]
+        return f"`{' '.join(map(str, exc.cmd[1:3]))} ...` failed: {lines[-1] if lines else f'exit status {exc.returncode}'}"
     return str(exc) or type(exc).__name__

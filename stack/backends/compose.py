@@ -8,8 +8,11 @@ per-stack env file next to the state record, so `down`, `logs`, `status` and a c
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 from pathlib import Path
+from typing import Mapping
 
 from python_on_whales import DockerClient, DockerException
 
@@ -54,6 +57,7 @@ def _reserved_ports(spec: StackSpec, docker_host: str | None) -> set[int]:
             for port in d.ports.values()}
 
 
+_REFERENCE = re.compile(r"\$\{(\w+)")  # a variable the Compose files use
 CRASH_LOOP_RESTARTS = 3  # restarts during one `up` that make a service failed, not just restarted
 
 
@@ -63,16 +67,23 @@ class ComposeBackend(Backend):
         super().__init__(deployment)
         self.env_path = env_path or StackFiles.of(deployment.name).compose_env
         self._restarts_seen: dict[str, int] = {}  # container -> restart count when first looked at
-        self.docker: DockerClient = docker_tools.docker_client(
-            host=deployment.compose.docker_host,
-            compose_files=self.compose_files(),
-            compose_project_name=deployment.project,
-            compose_env_files=[self.env_path],
-        )
+        self.docker = DockerClient(client_call=self.docker_call(), host=deployment.compose.docker_host,
+                                   compose_files=self.compose_files(), compose_project_name=deployment.project,
+                                   compose_env_files=[self.env_path])
 
     def compose_files(self) -> list[Path]:
         """compose.yaml, plus the security overlay (all stacks but --insecure ones)."""
         return [compose_file()] + ([compose_file("secure.yaml")] if self.deployment.compose.host_credentials_dir else [])
+
+    def docker_call(self, environ: Mapping[str, str] = os.environ) -> list[str]:
+        """The docker command of this stack's calls: `env -u NAME ... docker`. Compose lets the
+        caller's environment win over --env-file, so a user's exported THREADS,
+        HASHSERVER_BUFFER_DIR or COMPOSE_PROJECT_NAME would change the stack: every variable the
+        Compose files use (set by the env file or defaulted there) and COMPOSE_* is unset."""
+        used = {name for path in self.compose_files() for name in _REFERENCE.findall(path.read_text())}
+        names = sorted({*used, *(key for key in environ if key.startswith("COMPOSE_"))})
+        return [shutil.which("env") or "/usr/bin/env", *(arg for name in names for arg in ("-u", name)),
+                docker_tools.docker_binary()]
 
     # -- plan ---------------------------------------------------------------------------
     @classmethod
@@ -134,12 +145,13 @@ class ComposeBackend(Backend):
                if d.http_tls else {}),
         }
 
-    def _write_env(self) -> None:
+    def write_env(self) -> None:
+        """The Compose variables into env_path (owner-only: it names the credentials' folder)."""
         lines = [f"{key}={value}" for key, value in self.compose_environment().items()]
         write_private(self.env_path, "\n".join(lines) + "\n")
 
     def _compose(self, action: str, fix: str, call):
-        self._write_env()
+        self.write_env()
         try:
             return call()
         except DockerException as exc:
@@ -151,11 +163,15 @@ class ComposeBackend(Backend):
                                  f"{self.deployment.name}` and `up` again for new ports") from None
             raise StackError(f"docker compose {action} failed for stack {self.deployment.name!r} ({_docker_error(exc)})", fix) from None
 
-    def start(self, progress: Progress) -> None:
+    def starting(self) -> str:
+        """The progress line of a start: what starts where."""
         d = self.deployment
         where = f" on {d.ssh_destination}" if d.ssh_destination else ""
-        progress(f"starting stack {d.name!r}{where}: {d.workers} worker(s) x {d.threads} Seamless workers "
-                 f"({d.dask_threads} Dask threads), ports {d.ports}")
+        return (f"starting stack {d.name!r}{where}: {d.workers} worker(s) x {d.threads} Seamless workers "
+                f"({d.dask_threads} Dask threads), ports {d.ports}")
+
+    def start(self, progress: Progress) -> None:
+        progress(self.starting())
         self._compose("up", "`seamless-stack logs` shows the services' output", lambda: self.docker.compose.up(
             detach=True, quiet=True, pull="never"))
 

@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from testcontainers.compose import DockerCompose
 
 from seamless_stack import testing, throwaway
 from seamless_stack.backends.compose import ComposeBackend
@@ -88,17 +90,24 @@ def test_the_stack_is_the_compose_backend_and_compose_sees_its_variables_over_th
     backend = stack.backend
     assert type(backend) is ComposeBackend and backend.warnings == ["an old engine"]
     assert backend.env_path == stack.folder / "compose.env"
-    backend.start(lines.append)
+    backend.start(lines.append)  # what `seamless-stack up local` runs
     backend.down()
-    up, down = fake_docker()
+    compose = throwaway.compose(backend, stack.folder)  # what the throwaway stack runs: testcontainers'
+    assert isinstance(compose, DockerCompose) and not compose.wait, "up --detach, then the driver's gate"
+    compose.start()
+    compose.stop()
+    up, down, tc_up, tc_down = fake_docker()
     assert up["argv"][-4:] == ["up", "--detach", "--pull", "never"] and "down" in down["argv"]
+    assert tc_up["argv"][-2:] == ["up", "--detach"] and tc_down["argv"][-2:] == ["down", "--volumes"]
     assert f"HASHSERVER_BUFFER_DIR={stack.folder / 'buffers'}\n" in up["env_file"] and "THREADS=2\n" in up["env_file"]
-    for call in (up, down):
+    assert tc_up["env_file"] == up["env_file"], "the same variables, from the same writer"
+    for call in (up, down, tc_up, tc_down):
         argv = " ".join(call["argv"])
-        assert "--project-name seamless-tcx-unit" in argv and f"--env-file {stack.folder / 'compose.env'}" in argv, argv
-        for name in ("HASHSERVER_BUFFER_DIR", "THREADS", "WORKER_PIDS_LIMIT", "COMPOSE_PROJECT_NAME", "COMPOSE_PROFILES"):
+        assert f"--env-file {stack.folder / 'compose.env'}" in argv, argv
+        project = call["env"].get("COMPOSE_PROJECT_NAME") or argv.split("--project-name ")[1].split()[0]
+        assert project == "seamless-tcx-unit", argv
+        for name in ("HASHSERVER_BUFFER_DIR", "THREADS", "WORKER_PIDS_LIMIT", "COMPOSE_PROFILES"):
             assert name not in call["env"], f"{name} would win over the env file"
-    assert not backend.env_path.exists(), "down removes the Compose variables"
 
 
 @dataclass
@@ -128,12 +137,15 @@ class FakeBackend:
     def leftovers(self):
         return []
 
-    def start(self, progress):
+    def starting(self):
+        return "starting stack 'tcx-unit'"
+
+    def start(self):  # testcontainers' DockerCompose.start: `compose up`
         self.events.append("up")
         if self.failures:
-            raise StackError(self.failures.pop(0))
+            raise subprocess.CalledProcessError(1, ["docker", "compose", "up"], stderr=self.failures.pop(0).encode())
 
-    def down(self):
+    def stop(self):  # DockerCompose.stop: `compose down --volumes`
         self.events.append("down")
 
     def logs(self, service=None, tail=None):
@@ -153,6 +165,7 @@ def fake_stack(tmp_path, monkeypatch, failures, plans):
         stack.backend = FakeBackend(events, failures, FakeDeployment(next(plans)))
 
     monkeypatch.setattr(stack, "_plan", plan)
+    monkeypatch.setattr(throwaway, "compose", lambda backend, folder: backend)  # the fake runs its own Compose
     monkeypatch.setattr(testing, "health_gate", lambda backend, timeout, progress: 0.0)
     return stack, events
 
@@ -175,13 +188,13 @@ def test_a_failed_start_reads_the_logs_before_removing_anything(home, tmp_path, 
     with pytest.raises(StackStartFailed) as caught:
         stack.start()
     message = str(caught.value)
-    assert "did not become ready: docker compose up failed for stack 'tcx-unit' (no such image)" in message
+    assert "did not become ready: `compose up ...` failed: docker compose up failed for stack 'tcx-unit' (no such image)" in message
     assert "--- worker: last 40 log lines ---\n    worker-1  | started\n    worker-1  | trouble" in message
     order = [e for e in events if e in ("up", "down") or e.startswith("logs")]
     assert order == ["up", "logs hashserver", "logs database", "logs scheduler", "logs worker", "down"], \
         "no port was lost: no second plan, and the logs are read before `down`"
     assert list((tmp_path / "temp").iterdir()) == [], "the temporary folder is gone"
-    assert isinstance(caught.value.__cause__, StackError)
+    assert isinstance(caught.value.__cause__, subprocess.CalledProcessError)
 
 
 def test_log_tails_never_raise():
