@@ -18,7 +18,7 @@ from python_on_whales import DockerException
 from . import api, images_api
 from .cli_args import parser
 from .connection import render
-from .errors import StackError
+from .errors import StackError, error_text
 from .redact import redact
 from .spec import SlurmOptions, build_spec, parse_port_range
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except StackError as exc:
         message, code = str(exc), 2
     except DockerException as exc:
-        message = f"docker failed ({_one_line(exc.stderr or exc.stdout or exc)[-300:]}): check the Docker engine and try again"
+        message = f"docker failed ({error_text(exc, lines=3)[-300:]}): check the Docker engine and try again"
         code = 2
     except subprocess.TimeoutExpired as exc:
         message, code = f"`{_one_line(exc.cmd)[:80]}` did not finish within {exc.timeout:.0f}s: check that machine and try again", 2

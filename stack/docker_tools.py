@@ -8,7 +8,7 @@ import shutil
 from python_on_whales import DockerClient, DockerException
 from python_on_whales.utils import run
 
-from .errors import StackError
+from .errors import StackError, error_text
 
 INSTALL_HINT = "install Docker with Compose v2 and buildx (Debian: sudo bash scripts/install-docker-debian.sh)"
 
@@ -21,19 +21,13 @@ def docker_binary() -> str:
     return path
 
 
-def _last_line(exc: DockerException) -> str:
-    """Docker's own error comes last, after whatever the CLI printed before it."""
-    text = (exc.stderr or exc.stdout or str(exc)).strip()
-    return text.splitlines()[-1] if text else "no output"
-
-
 def check_engine(docker: DockerClient) -> str:
     """The engine's version; a one-line error when it does not answer."""
     try:
         version = docker.version()  # fails like `docker info` when the engine is down or its socket closed, 3x faster
     except DockerException as exc:
         raise StackError(
-            f"the Docker engine does not answer ({_last_line(exc)})",
+            f"the Docker engine does not answer ({error_text(exc)})",
             "start it (`sudo dockerd &` or `systemctl start docker`) and check access to its socket",
         ) from None
     return str(getattr(getattr(version, "server", None), "version", "") or "")

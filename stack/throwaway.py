@@ -13,7 +13,6 @@ variables (Compose lets the environment win over the env file). Only these diffe
 
 from __future__ import annotations
 
-import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -22,6 +21,7 @@ from testcontainers.compose import DockerCompose
 
 from . import docker_tools
 from .backends.compose import COMPOSE_LABEL, ComposeBackend
+from .errors import error_text
 from .files import write_private
 from .layout import ROLES
 from .ports import port_is_free
@@ -30,7 +30,6 @@ from .redact import redact
 from .spec import StackSpec
 
 COMPOSE_ENV = "compose.env"  # in the stack's temporary folder
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # Compose's line-clearing codes, even in `logs --no-color`
 
 
 def plan(spec: StackSpec, folder: Path, progress: Progress) -> ComposeBackend:
@@ -81,7 +80,7 @@ def log_tail(backend: ComposeBackend, lines: int) -> str:
 
 def readable_logs(backend: ComposeBackend, service: str | None = None, tail: int | None = None) -> str:
     """The backend's logs without secrets or terminal codes."""
-    return _ANSI.sub("", redact(backend.logs(service, tail)))
+    return redact(backend.logs(service, tail))
 
 
 def hostnames(backend: ComposeBackend, service: str) -> set[str]:
@@ -102,7 +101,5 @@ def removal_command(backend: ComposeBackend, paths: list[Path]) -> str:
 def describe(exc: BaseException) -> str:
     """One line for a failure; for a failed docker/Compose call, what Compose said last."""
     if isinstance(exc, subprocess.CalledProcessError):
-        said = (exc.stderr or b"").decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
-        lines = [line.strip() for line in _ANSI.sub("", said).splitlines() if line.strip()]
-        return f"`{' '.join(map(str, exc.cmd[1:3]))} ...` failed: {lines[-1] if lines else f'exit status {exc.returncode}'}"
+        return f"`{' '.join(map(str, exc.cmd[1:3]))} ...` failed: {error_text(exc)}"
     return str(exc) or type(exc).__name__

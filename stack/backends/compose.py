@@ -17,7 +17,7 @@ from typing import Mapping
 from python_on_whales import DockerClient, DockerException
 
 from .. import credentials, docker_tools, images, state
-from ..errors import StackError
+from ..errors import ANSI, StackError, error_text
 from ..files import write_private
 from ..hosts import LocalHost, SSHDockerHost
 from ..layout import ROLES, StackFiles, compose_project
@@ -30,11 +30,6 @@ from ..storage import storage_problems
 from .base import Backend, ServiceState
 
 COMPOSE_LABEL = "com.docker.compose.project"
-
-
-def _docker_error(exc: DockerException, lines: int = 3) -> str:
-    text = (exc.stderr or exc.stdout or str(exc)).strip()
-    return " | ".join(line.strip() for line in text.splitlines()[-lines:]) or "no output"
 
 
 # Docker's words for a published port another process holds (docker-proxy, or the kernel's).
@@ -161,7 +156,7 @@ class ComposeBackend(Backend):
                 raise StackError(f"port {taken[1]} ({taken[0]}) of stack {self.deployment.name!r} is taken by another process",
                                  f"find it (`ss -tlnp 'sport = :{taken[1]}'`) and stop it, or `seamless-stack down --name "
                                  f"{self.deployment.name}` and `up` again for new ports") from None
-            raise StackError(f"docker compose {action} failed for stack {self.deployment.name!r} ({_docker_error(exc)})", fix) from None
+            raise StackError(f"docker compose {action} failed for stack {self.deployment.name!r} ({error_text(exc, lines=3)})", fix) from None
 
     def starting(self) -> str:
         """The progress line of a start: what starts where."""
@@ -201,7 +196,7 @@ class ComposeBackend(Backend):
         try:
             records = docker_tools.inspect_containers(self.docker, [("label", f"{COMPOSE_LABEL}={self.deployment.project}")])
         except DockerException as exc:
-            raise StackError(f"cannot list the containers of stack {self.deployment.name!r} ({_docker_error(exc)})",
+            raise StackError(f"cannot list the containers of stack {self.deployment.name!r} ({error_text(exc, lines=3)})",
                              "check that the Docker engine runs and answers") from None
         states = []
         for record in records:
@@ -236,8 +231,8 @@ class ComposeBackend(Backend):
     def logs(self, service: str | None = None, tail: int | None = None) -> str:
         if service is not None:
             _check_service(service)
-        return self._compose("logs", "check that the Docker engine runs and answers", lambda: self.docker.compose.logs(
-            services=[service] if service else [], tail=str(tail) if tail is not None else None, no_log_prefix=False))
+        return ANSI.sub("", self._compose("logs", "check that the Docker engine runs and answers", lambda: self.docker.compose.logs(
+            services=[service] if service else [], tail=str(tail) if tail is not None else None, no_log_prefix=False)))
 
 
 def _check_service(service: str) -> None:

@@ -150,7 +150,7 @@ class FakeBackend:
 
     def logs(self, service=None, tail=None):
         self.events.append(f"logs {service}")
-        return f"\x1b[2K{service}-1  | started\n{service}-1  | trouble\n"  # Compose's line-clearing code, as it prints it
+        return f"{service}-1  | started\n{service}-1  | trouble\n"
 
 
 def fake_stack(tmp_path, monkeypatch, failures, plans):
