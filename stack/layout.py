@@ -1,8 +1,9 @@
 """One source for the names and places every module shares.
 
 Service names, the ports a stack publishes, the classic ports, and the on-disk layout of
-a stack's files under ~/.seamless/stacks (record, environment output, Compose variables,
-credentials). Change a name here and it changes everywhere.
+a stack's files: under ~/.seamless/stacks here (StackFiles: record, environment output,
+Compose variables, credentials) and, for a Slurm stack, in its folder on the cluster
+(ClusterFiles). Change a name here and it changes everywhere.
 """
 
 from __future__ import annotations
@@ -81,5 +82,50 @@ class StackFiles:
         return f"{home}/.seamless/stacks/{self.name}.tls"
 
     def slurm_dir(self, home: str) -> str:
-        """The stack's folder on the cluster's shared file system."""
+        """The stack's folder on the cluster's shared file system (ClusterFiles: what is in it)."""
         return f"{home}/.seamless/stacks/{self.name}.slurm"
+
+
+NODE_HELPER = "seamless_stack_node.py"  # apptainer/: the services job's helper (relay, ports)
+
+
+@dataclass(frozen=True)
+class ClusterFiles:
+    """What a Slurm stack keeps in its folder on the cluster's shared file system (paths there,
+    as text): apptainer/services-job.sh and the node helper write the same names."""
+
+    folder: str  # StackFiles.slurm_dir
+
+    @property
+    def services(self) -> str:
+        """The services job's report once its services listen: job_id, node, address, ports."""
+        return f"{self.folder}/services.json"
+
+    def services_log(self, job_id: str = "%j") -> str:
+        """The services job's output (%j: sbatch puts the job ID in)."""
+        return f"{self.folder}/services-{job_id}.out"
+
+    @property
+    def workers(self) -> str:
+        """The worker jobs' folder: their logs (*.out) and the relay's record."""
+        return f"{self.folder}/workers"
+
+    @property
+    def submissions(self) -> str:
+        """The relay's record of worker job submissions."""
+        return f"{self.workers}/submissions.json"
+
+    @property
+    def tls(self) -> str:
+        """The services' and workers' part of the stack's credentials."""
+        return f"{self.folder}/tls"
+
+    @property
+    def node_helper(self) -> str:
+        return f"{self.folder}/{NODE_HELPER}"
+
+
+
+def worker_job_cache(key: str, environ: Mapping[str, str] = os.environ) -> Path:
+    """A rendered worker job script, kept on this machine (rendering starts a container)."""
+    return Path(environ.get("HOME", str(Path.home()))) / ".cache" / "seamless-stack" / "worker-jobs" / f"{key}.sh"

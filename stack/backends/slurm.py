@@ -14,20 +14,19 @@ from dataclasses import replace
 from .. import credentials, docker_tools, images
 from ..errors import StackError
 from ..health import ServiceFailed
-from ..layout import ROLES, StackFiles, compose_project
+from ..layout import NODE_HELPER, ROLES, ClusterFiles, StackFiles, compose_project
 from ..plan import Deployment, Placement, slurm_plan
 from ..progress import Progress
 from ..shell import Shell, quote, shell_for
 from ..slurm import APPTAINER_DIR, cluster, commands, sif
 from ..slurm.apptainer import apptainer_for
 from ..slurm.fit import fit
-from ..slurm.jobscript import services_job_script, tls_dir, worker_job_options
+from ..slurm.jobscript import services_job_script, worker_job_options
 from ..spec import StackSpec
 from ..ssh import Destination
 from ..storage import absolute, prepare_dirs, storage_problems
 from .base import Backend, ServiceState
 
-NODE_HELPER = "seamless_stack_node.py"
 
 
 def job_names(project: str) -> tuple[str, str]:
@@ -67,7 +66,7 @@ class SlurmBackend(Backend):
         creds = credentials.ensure(StackFiles.of(spec.name).tls, spec.name, facts.nodes, spec.rotate)
         # Owner-only: the credentials, and the jobs' logs (Seamless' worker plugin logs its URLs, secret included).
         shell.run(f"mkdir -p {quote(stack_dir)} && chmod 700 {quote(stack_dir)}", what="making the stack folder")
-        credentials.install(shell, creds.folder, tls_dir(stack_dir))
+        credentials.install(shell, creds.folder, ClusterFiles(stack_dir).tls)
         deployment = slurm_plan(spec, tuple(dirs.values()), stack_dir, sifs, str(shell), str(creds.folder))
         deployment = replace(deployment, settings=asked.settings())  # what the user asked: a second `up` compares it
         names = job_names(deployment.project)
@@ -117,8 +116,9 @@ class SlurmBackend(Backend):
         """Submit the services job; wait until it runs and reports node and ports."""
         record = self.deployment.slurm
         stack_dir = record.stack_dir
-        self.shell.run(f"mkdir -p {quote(stack_dir + '/workers')} && rm -f {quote(commands.services_file(stack_dir))}")
-        self.shell.write(f"{stack_dir}/{NODE_HELPER}", (APPTAINER_DIR / NODE_HELPER).read_bytes())
+        files = ClusterFiles(stack_dir)
+        self.shell.run(f"mkdir -p {quote(files.workers)} && rm -f {quote(files.services)}")
+        self.shell.write(files.node_helper, (APPTAINER_DIR / NODE_HELPER).read_bytes())
         job_id = cluster.submit(self.shell, self.script)
         self.deployment = self.deployment.placed(None, job_id=job_id)
         progress(f"services job {job_id} submitted")
@@ -202,11 +202,11 @@ class SlurmBackend(Backend):
 
     def logs(self, service: str | None = None, tail: int | None = None) -> str:
         record = self.deployment.slurm
-        files = []
+        cluster_files, files = ClusterFiles(record.stack_dir), []
         if service in (None, "services", "hashserver", "database", "scheduler"):
-            files.append(quote(f"{record.stack_dir}/services-{record.job_id}.out"))
+            files.append(quote(cluster_files.services_log(record.job_id)))
         if service in (None, "worker"):
-            files.append(quote(record.stack_dir) + "/workers/*.out")
+            files.append(quote(cluster_files.workers) + "/*.out")
         if service not in (None, "services", *ROLES):
             raise StackError(f"no service {service!r}", f"choose one of {', '.join(ROLES)}")
         script = " ".join(f"for f in {f}; do [ -f \"$f\" ] && echo \"==> $f <==\" && tail -n {200 if tail is None else tail} \"$f\"; done;" for f in files)

@@ -5,11 +5,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from pathlib import Path
 from typing import Iterable
 
 from ..errors import StackError
 from ..files import write_private
+from ..layout import worker_job_cache
 from ..shell import CommandFailed, Shell, quote
 from . import commands
 from .commands import ClusterFacts, Job
@@ -49,7 +49,7 @@ def worker_job_script(shell: Shell, scheduler_sif: str, options: dict) -> str:
     named by its image, so the same options give the same script: kept after the first time
     (rendering starts a container, seconds on a busy login node)."""
     key = hashlib.sha256(json.dumps([str(shell), scheduler_sif, options], sort_keys=True).encode()).hexdigest()[:24]
-    cached = Path.home() / ".cache" / "seamless-stack" / "worker-jobs" / f"{key}.sh"
+    cached = worker_job_cache(key)
     if cached.is_file():
         return cached.read_text()
     logs = quote(options["log_directory"])  # dask-jobqueue makes sure it exists

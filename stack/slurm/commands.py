@@ -10,9 +10,10 @@ import json
 from dataclasses import dataclass
 from typing import Iterable
 
-from ..errors import StackError
-from ..shell import quote
 from .. import slurm_time
+from ..errors import StackError
+from ..layout import ClusterFiles
+from ..shell import quote
 
 TOOLS = ("sbatch", "squeue", "scancel", "sinfo", "apptainer", "python3")
 
@@ -161,12 +162,8 @@ def scancel_command(names: Iterable[str], job_ids: Iterable[str] = ()) -> str:
     return f"{by_name} {'scancel ' + ids + ' 2>/dev/null;' if ids else ''} true"
 
 
-def services_file(stack_dir: str) -> str:
-    return f"{stack_dir}/services.json"
-
-
 def read_services_command(stack_dir: str) -> str:
-    return f"cat {quote(services_file(stack_dir))} 2>/dev/null; true"
+    return f"cat {quote(ClusterFiles(stack_dir).services)} 2>/dev/null; true"
 
 
 def parse_services(out: str) -> dict | None:
@@ -183,7 +180,7 @@ def parse_services(out: str) -> dict | None:
 
 
 def read_submissions_command(stack_dir: str) -> str:
-    return f"cat {quote(stack_dir + '/workers/submissions.json')} 2>/dev/null; true"
+    return f"cat {quote(ClusterFiles(stack_dir).submissions)} 2>/dev/null; true"
 
 
 def parse_submissions(out: str) -> dict | None:

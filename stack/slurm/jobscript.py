@@ -7,6 +7,7 @@ from typing import Iterable
 
 from .. import slurm_time
 from ..credentials import CONTAINER_DIR, in_container
+from ..layout import ClusterFiles
 from ..shell import quote
 from ..spec import THROTTLE_VARIABLE
 from . import APPTAINER_DIR
@@ -24,11 +25,6 @@ WORKER_TLS = {
        for role in ("WORKER", "CLIENT") for part, ext in (("CERT", "crt"), ("KEY", "key"))},
     "SSL_CERT_FILE": in_container("bundle.pem"),  # verifies the services' HTTPS
 }
-
-
-def tls_dir(stack_dir: str) -> str:
-    """The services' and workers' part of the stack's credentials, on the shared file system."""
-    return f"{stack_dir}/tls"
 
 
 def lifetimes(walltime: str) -> tuple[str, str]:
@@ -66,7 +62,7 @@ def worker_job_options(spec, deployment) -> dict:
         "job_script_prologue": [f"export TMPDIR={options.worker_tmpdir}"],
         # No home directory in the container (a transformation cannot read ~/.ssh); the
         # credentials read-only; the CA in the bundle that verifies the services' HTTPS.
-        "python": f"apptainer exec {CONTAINED} --bind {quote(f'{tls_dir(record.stack_dir)}:{CONTAINER_DIR}:ro')} "
+        "python": f"apptainer exec {CONTAINED} --bind {quote(f'{ClusterFiles(record.stack_dir).tls}:{CONTAINER_DIR}:ro')} "
                   + "".join(f"--env {key}={value} " for key, value in WORKER_TLS.items())
                   + f"--env TMPDIR=$TMPDIR --env {THROTTLE_VARIABLE}={deployment.throttle} {quote(record.sifs['worker'])} python3",
         "local_directory": "$TMPDIR",
@@ -74,7 +70,7 @@ def worker_job_options(spec, deployment) -> dict:
         # No worker dashboard: it would serve task keys, unauthenticated, to the cluster network.
         "worker_extra_args": ["--nthreads", str(deployment.dask_threads), "--no-dashboard",
                               "--lifetime", lifetime, "--lifetime-stagger", stagger],
-        "log_directory": f"{record.stack_dir}/workers",
+        "log_directory": ClusterFiles(record.stack_dir).workers,
         "adapt": {"minimum_jobs": options.min_jobs, "maximum_jobs": options.max_jobs},
     }
 
@@ -91,13 +87,13 @@ def services_job_script(spec, deployment, job_name: str) -> str:
         "mem": options.memory,
         "partition": options.partition,
         "account": options.account,
-        "output": f"{stack_dir}/services-%j.out",
+        "output": ClusterFiles(stack_dir).services_log(),
         "export": JOB_EXPORT,
     })
     variables = {
         "SS_NAME": deployment.project,
         "SS_STACK_DIR": stack_dir,
-        "SS_TLS_DIR": tls_dir(stack_dir),
+        "SS_TLS_DIR": ClusterFiles(stack_dir).tls,
         "SS_CONTAINED": CONTAINED,
         "SS_SIF_HASHSERVER": sifs["hashserver"],
         "SS_SIF_DATABASE": sifs["database"],

@@ -97,3 +97,17 @@ def test_sbatch_test_only_answers():
 def test_submission_record():
     assert commands.parse_submissions("") is None and commands.parse_submissions("{trunc") is None
     assert commands.parse_submissions('{"submitted": 1, "refused": 2, "refused_in_a_row": 2, "last_error": "x"}')["refused"] == 2
+
+
+def test_the_cluster_side_names_are_the_ones_the_services_job_writes():
+    """ClusterFiles is the one list of the stack folder's names; the job script and the node
+    helper (shell and Python that run on the cluster) must spell them the same way."""
+    from seamless_stack.layout import NODE_HELPER, ClusterFiles
+    from seamless_stack.slurm import APPTAINER_DIR
+
+    files = ClusterFiles("$SS_STACK_DIR")
+    script = (APPTAINER_DIR / "services-job.sh").read_text()
+    assert f'"{files.services}.tmp"' in script and f'"{files.workers}"' in script
+    assert f'node_helper="{files.node_helper}"' in script
+    relay = (APPTAINER_DIR / NODE_HELPER).read_text()
+    assert '"submissions.json")' in relay and files.submissions.endswith("/workers/submissions.json")
