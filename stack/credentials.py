@@ -26,6 +26,7 @@ from pathlib import Path
 
 from .errors import StackError
 from .files import write_private
+from .layout import SERVICE_ROLES
 from .shell import Shell, quote
 
 FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key", "http.secret", "bundle.pem")
@@ -34,7 +35,7 @@ FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.k
 CONTAINER_DIR = "/tls"
 USER = "seamless"  # the user name in the URLs' credentials; only the secret is checked
 # Names the services have inside a Compose network, and the loopback names tunnels use.
-COMPOSE_NAMES = ("localhost", "127.0.0.1", "hashserver", "database", "scheduler")
+COMPOSE_NAMES = ("localhost", "127.0.0.1", *SERVICE_ROLES)
 # Lifetimes: the CA (which clients trust) long; the certificates short, renewed at `up` when
 # RENEW_DAYS or fewer remain under the same CA (the client's with the key clients already
 # hold), so running clients see no change.

@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Mapping
 
 ROLES = ("hashserver", "database", "scheduler", "worker")  # the four images and services
+SERVICE_ROLES = ROLES[:3]  # one container (or one Slurm services job) each; workers scale
 PORTS = ("hashserver", "database", "scheduler", "dashboard")  # the ports a stack publishes
 CLASSIC_PORTS = {"hashserver": 5577, "database": 5522, "scheduler": 8786, "dashboard": 8787}
 DEFAULT_PORT_RANGE = (60000, 60999)
+TESTING_THREADS = 2  # a throwaway test stack's Seamless workers per Dask worker (CI machines are small)
 SERVICE_ACCOUNT = "seamless-stack"  # the system account services run as when root runs seamless-stack
 
 

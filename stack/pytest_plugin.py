@@ -18,6 +18,8 @@ import os
 
 import pytest
 
+from .layout import TESTING_THREADS
+
 _SUMMARY = pytest.StashKey[list]()
 _TRUE = ("1", "true", "yes", "on")
 
@@ -26,8 +28,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("seamless-stack", "the seamless_stack fixture (a throwaway Seamless stack in Docker)")
     group.addoption("--seamless-stack-workers", type=int, default=1, metavar="N",
                     help="Dask worker containers in the stack (default 1)")
-    group.addoption("--seamless-stack-threads", type=int, default=2, metavar="N",
-                    help="threads (= Seamless workers) per Dask worker (default 2)")
+    group.addoption("--seamless-stack-threads", type=int, default=TESTING_THREADS, metavar="N",
+                    help=f"threads (= Seamless workers) per Dask worker (default {TESTING_THREADS})")
     group.addoption("--seamless-stack-worker-requirements", default=None, metavar="FILE",
                     help="pip requirements for a worker image with your own libraries")
     group.addoption("--seamless-stack-timeout", type=float, default=300, metavar="SECONDS",

@@ -43,7 +43,7 @@ from .backends.compose import ComposeBackend
 from .connection import render
 from .errors import StackError
 from .files import write_private
-from .layout import StackFiles, compose_project
+from .layout import TESTING_THREADS, StackFiles, compose_project
 from .progress import Progress
 from .resources import images_dir
 from .spec import build_spec
@@ -121,7 +121,7 @@ class SeamlessStack:
     def __init__(
         self,
         workers: int = 1,
-        threads: int = 2,
+        threads: int = TESTING_THREADS,
         worker_requirements: str | os.PathLike | None = None,
         timeout: float = 300,
         *,

@@ -14,7 +14,7 @@ from dataclasses import replace
 from .. import credentials, docker_tools, images
 from ..errors import StackError
 from ..health import ServiceFailed
-from ..layout import NODE_HELPER, ROLES, ClusterFiles, StackFiles, compose_project
+from ..layout import NODE_HELPER, ROLES, SERVICE_ROLES, ClusterFiles, StackFiles, compose_project
 from ..plan import Deployment, Placement, slurm_plan
 from ..progress import Progress
 from ..shell import Shell, quote, shell_for
@@ -203,7 +203,7 @@ class SlurmBackend(Backend):
     def logs(self, service: str | None = None, tail: int | None = None) -> str:
         record = self.deployment.slurm
         cluster_files, files = ClusterFiles(record.stack_dir), []
-        if service in (None, "services", "hashserver", "database", "scheduler"):
+        if service in (None, "services", *SERVICE_ROLES):
             files.append(quote(cluster_files.services_log(record.job_id)))
         if service in (None, "worker"):
             files.append(quote(cluster_files.workers) + "/*.out")
