@@ -25,6 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
+from testbeds.common import SSHLogin
+
 ROOT = Path(__file__).resolve().parents[1]
 CLI = str(Path(sys.executable).parent / "seamless-stack")
 RATIO_LINE = re.compile(r"^\s*ratio\s+(\S+)\s+(-?\d+(?:\.\d+)?)\s*$", re.MULTILINE)
@@ -54,14 +56,8 @@ class Workspace:
         self.home = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
         self.bin = self.home / "bin"
         self.bin.mkdir()
-        if ssh_key:
-            config = self.home / "ssh_config"
-            config.write_text(f"Host *\n  IdentityFile {Path(ssh_key).resolve()}\n  IdentitiesOnly yes\n"
-                              "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n"
-                              "  BatchMode yes\n  ConnectTimeout 10\n")
-            wrapper = self.bin / "ssh"
-            wrapper.write_text(f'#!/bin/sh\nexec /usr/bin/ssh -F {config} "$@"\n')
-            wrapper.chmod(0o755)
+        if ssh_key:  # the test beds' one writer of ssh files, into this HOME's bin/ (first on PATH)
+            SSHLogin(self.home, Path(ssh_key).resolve())
         self.env = {k: v for k, v in os.environ.items() if not k.startswith(_STEERING)}
         self.env["HOME"] = str(self.home)
         self.env["PATH"] = f"{self.bin}:{self.env.get('PATH', '/usr/bin:/bin')}"

@@ -68,7 +68,7 @@ class StackFiles:
 
     @property
     def projects(self) -> Path:
-        """Seamless projects connected to the stack (and the running tunnel's ports): seamless_config.py."""
+        """Seamless projects connected to the stack (and the running tunnel's ports): seamless_config/."""
         return self.folder / f"{self.name}.projects.json"
 
     @property
