@@ -5,7 +5,8 @@ as images/Dockerfile does), one venv per lock, made once with the host's python3
 bookworm's, like the images') and cached in ~/.cache/seamless-stack/bare-<digest>. Started
 as the images start them (images/Dockerfile, compose/compose.yaml), unsecured like
 `up local --insecure`: hashserver, database, the Dask scheduler with the Seamless preload
-(images/preload/seamless_stack_preload.py), and N Dask workers with T threads, each in its
+(images/preload/seamless_stack_preload.py), and N Dask workers with T x 3 Dask threads (T
+Seamless workers each, Seamless' thread layout, as the images), each in its
 own process group, on free ports, with buffers, database, HOME and TMPDIR in a temporary
 folder. Ready means what the stack's health gate means: both /healthcheck answer OK, the
 dashboard's /health answers ok, and the preload's /seamless-stack/ready counts N workers
@@ -33,11 +34,14 @@ import time
 import urllib.request
 from pathlib import Path
 
+from seamless_stack.spec import StackSpec, option_default
+
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = {role: ROOT / "images" / "lock" / f"{role}.txt" for role in ("hashserver", "database", "dask")}
 PRELOAD = ROOT / "images" / "preload" / "seamless_stack_preload.py"
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"  # Debian's, as in the images
 HOST = "127.0.0.1"
+THROTTLE = option_default(StackSpec, "throttle")  # Dask threads per Seamless worker, as the images
 POLL_INTERVAL = 0.1  # as the health gate polls (stack/health.py)
 # Variables that would steer the services (Seamless, Dask configuration) away from the images' setup.
 _STEERING = ("SEAMLESS_", "DASK_", "HASHSERVER_", "DATABASE_DIR", "PYTHON")
@@ -81,10 +85,16 @@ def _get(url: str) -> str | None:
 
 
 class BareStack:
-    """hashserver, database, scheduler and `workers` Dask workers as subprocesses; a context manager."""
+    """hashserver, database, scheduler and `workers` Dask workers as subprocesses; a context manager.
 
-    def __init__(self, workers: int = 1, threads: int = 3):
-        self.workers, self.threads = workers, threads
+    own=True: the Dask part is Seamless' own daskserver instead, `seamless-dask-wrapper` with a
+    LocalCluster, as remote-http-launcher starts it for a local cluster (its status file holds
+    the queue's parameters: `threads` cores, `workers` jobs): Seamless' own thread layout, the
+    Seamless plugin registered by the client, no preload.
+    """
+
+    def __init__(self, workers: int = 1, threads: int = 3, own: bool = False):
+        self.workers, self.threads, self.own = workers, threads, own
         self.root = Path(tempfile.mkdtemp(prefix="seamless-stack-bare-"))
         self.env_file = self.root / "bare.env"
         self.ports = {service: free_port() for service in ("hashserver", "database", "scheduler", "dashboard")}
@@ -111,30 +121,63 @@ class BareStack:
         p = self.ports
         for folder in ("buffers", "database", "tmp", "logs"):
             (self.root / folder).mkdir()
-        dask_env = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False", "DASK_DISTRIBUTED__SCHEDULER__UNKNOWN_TASK_DURATION": "1m"}
         start = time.monotonic()
         self._spawn("hashserver", v["hashserver"], ["hashserver", str(self.root / "buffers"), "--writable",
                                                     "--layout", "prefix", "--host", HOST, "--port", str(p["hashserver"])])
         self._spawn("database", v["database"], ["seamless-database", str(self.root / "database" / "seamless.db"),
                                                 "--writable", "--host", HOST, "--port", str(p["database"])])
-        self._spawn("scheduler", v["dask"], ["dask", "scheduler", "--protocol", "tcp", "--host", HOST,
+        if self.own:
+            self._spawn_own_daskserver(v["dask"])
+        else:
+            self._spawn_dask(v["dask"])
+        self._wait(start, timeout)
+        self._write_env_file()
+        return time.monotonic() - start
+
+    def _spawn_dask(self, venv: Path) -> None:
+        """The scheduler and workers as the images start them."""
+        p = self.ports
+        dask_env = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False", "DASK_DISTRIBUTED__SCHEDULER__UNKNOWN_TASK_DURATION": "1m"}
+        self._spawn("scheduler", venv, ["dask", "scheduler", "--protocol", "tcp", "--host", HOST,
                                              "--port", str(p["scheduler"]), "--dashboard-address", f"{HOST}:{p['dashboard']}",
                                              "--preload", str(PRELOAD)],
                     {**dask_env, "SEAMLESS_STACK_WORKER_BUFFER_URL": f"http://{HOST}:{p['hashserver']}",
                      "SEAMLESS_STACK_WORKER_DATABASE_URL": f"http://{HOST}:{p['database']}",
                      "SEAMLESS_STACK_SEAMLESS_WORKERS": str(self.threads)})
         for i in range(self.workers):  # worker dashboards on free ports: several workers share the host
-            self._spawn(f"worker-{i + 1}", v["dask"], ["dask", "worker", f"tcp://{HOST}:{p['scheduler']}",
-                                                       "--nthreads", str(self.threads), "--nworkers", "1",
+            self._spawn(f"worker-{i + 1}", venv, ["dask", "worker", f"tcp://{HOST}:{p['scheduler']}",
+                                                       "--nthreads", str(self.threads * THROTTLE), "--nworkers", "1",
                                                        "--host", HOST, "--dashboard-address", f"{HOST}:0"], dask_env)
-        self._wait(start, timeout)
-        self._write_env_file()
-        return time.monotonic() - start
+
+    def _spawn_own_daskserver(self, venv: Path) -> None:
+        """seamless-dask-wrapper reads its parameters from the status file and writes its ports
+        into it once the LocalCluster's workers are up; it picks them from --port-range."""
+        status = self.root / "daskserver.json"
+        status.write_text(json.dumps({"parameters": {"cores": self.threads, "memory": "4GB", "walltime": "24:00:00",
+                                                      "maximum_jobs": self.workers}}))
+        low = free_port()
+        self._spawn("daskserver", venv, ["seamless-dask-wrapper", "distributed::LocalCluster", "--host", HOST,
+                                         "--port-range", str(low), str(min(low + 99, 65535)), "--status-file", str(status),
+                                         "--timeout", "600"])  # remote-http-launcher's command line
+
+    def _own_ready(self) -> bool:
+        try:
+            status = json.loads((self.root / "daskserver.json").read_text())
+        except (OSError, ValueError):  # being replaced
+            return False
+        if status.get("status") == "failed":
+            raise RuntimeError(f"seamless-dask-wrapper failed:\n{self.log_tail('daskserver')}")
+        if status.get("status") != "running":
+            return False
+        self.ports["scheduler"], self.ports["dashboard"] = status["port"], status["dashboard_port"]
+        return True
 
     def _ready(self) -> bool:
         base, dashboard = f"http://{HOST}", f"http://{HOST}:{self.ports['dashboard']}"
         if any("OK" not in (_get(f"{base}:{self.ports[s]}/healthcheck") or "") for s in ("hashserver", "database")):
             return False
+        if self.own:
+            return self._own_ready()
         if "ok" not in (_get(f"{dashboard}/health") or ""):
             return False
         report = json.loads(_get(f"{dashboard}/seamless-stack/ready") or "{}")

@@ -68,6 +68,12 @@ def test_bench_route_vs_direct(docker_engine, client_venv):
     assert set(ratios) == {"sequential:route/direct", "parallel:route/direct"}, ratios
 
 
+def test_bench_nested_vs_own(docker_engine, client_venv):
+    """Also: the stack completes the large nested run (the bench fails where it deadlocks)."""
+    ratios = run_bench("nested_vs_own", timeout=600, env={"SEAMLESS_STACK_CLIENT_VENV": str(client_venv)})
+    assert set(ratios) == {"threads-1:stack/own"}, ratios
+
+
 def test_bench_forwarder_overhead():
     ratios = run_bench("forwarder_overhead", timeout=300)
     assert set(ratios) == {"forwarder/direct"}, ratios

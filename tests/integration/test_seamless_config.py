@@ -20,6 +20,7 @@ from pathlib import Path
 
 
 from bench.common import project_files
+from bench.nested_vs_own import NESTED_WORKLOAD, SEAMLESS_RACE
 
 from .conftest import CLIENT_SCRIPTS, TunnelProcess, service_hostnames
 
@@ -237,9 +238,15 @@ def test_doctor_compares_a_real_client_with_the_stack(cli, client_venv, tmp_path
 
 
 # -- a faithful deployment: Seamless' own test shapes, through `connect` ------------------------
-def run_json(project: SeamlessProject, env: dict, *args: str) -> dict:
-    out = subprocess.run(["python", "nested_project.py", *args], cwd=project.folder, env=env,
+
+
+def run_json(project: SeamlessProject, env: dict, script: str, *args: str) -> dict:
+    out = subprocess.run(["python", script, *args], cwd=project.folder, env=env,
                          capture_output=True, text=True, timeout=300)
+    if out.returncode != 0 and SEAMLESS_RACE in out.stderr:  # Seamless' own, not ours: see bench/nested_vs_own.py
+        print(f"{script}: Seamless' delegation race ({SEAMLESS_RACE!r}); once more")
+        out = subprocess.run(["python", script, *args], cwd=project.folder, env=env,
+                             capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -270,7 +277,8 @@ def test_nested_transformations_and_pure_dask_stages_on_connected_stacks(cli, cl
         project.write_config(connect.stdout)
         with (project.folder / "seamless.yaml").open("a") as f:  # Seamless' own pure-Dask stage
             f.write("- stage pure-dask:\n    - persistent: false\n")
-        shutil.copy(CLIENT_SCRIPTS / "nested_project.py", project.folder)
+        shutil.copy(NESTED_WORKLOAD, project.folder)  # the nested benchmark's client, route mode
+        shutil.copy(CLIENT_SCRIPTS / "pure_dask_project.py", project.folder)
         sourced = subprocess.run(["bash", "-c", f"source {cli.env_file(name)} && env -0"], capture_output=True, check=True)
         shell = {**dict(item.split("=", 1) for item in sourced.stdout.decode().split("\0") if "=" in item), **project.env()}
         assert "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT" in shell, "the stack's env file is sourced"
@@ -279,10 +287,10 @@ def test_nested_transformations_and_pure_dask_stages_on_connected_stacks(cli, cl
             workers = service_hostnames(name, "worker")
             tag = uuid.uuid4().hex[:8]
             outer = 8  # more than the Dask threads: 1:1 threads hang at the first, root-task queuing at 4
-            nested = run_json(project, shell, "nested", str(outer), tag)
+            nested = run_json(project, shell, NESTED_WORKLOAD.name, "route", str(outer), tag)
             labels = sorted(f"{tag}-{i}-{m}-{leaf}" for i in range(outer) for m in "12" for leaf in "ab")
             assert nested["labels"] == labels and set(nested["hosts"]) <= workers, nested
-            pure = run_json(project, shell, "pure", "5")
+            pure = run_json(project, shell, "pure_dask_project.py", "5")
             assert pure["values"] == [0, 1, 4, 9, 16] and set(pure["hosts"]) <= workers, pure
             files = client_files(cli.home)
             assert f"pure-daskserver-seamless-stack-{name}-default" in files
