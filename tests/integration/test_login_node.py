@@ -39,9 +39,11 @@ def login_node(cluster, docker_engine):
     return cluster.install_seamless_stack(Path(__file__).resolve().parents[2])
 
 
-def on_login(cluster, exe: str, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess:
-    """seamless-stack on the login node, as the cluster user, with the registry in its environment."""
-    command = f"SEAMLESS_STACK_REGISTRY={cluster.registry} {exe} " + " ".join(shlex.quote(a) for a in args)
+def on_login(cluster, exe: str, *args: str, timeout: float = 1800, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """seamless-stack on the login node, as the cluster user, with the registry (and env) in its environment."""
+    variables = {"SEAMLESS_STACK_REGISTRY": cluster.registry, **(env or {})}
+    command = " ".join(f"{key}={shlex.quote(value)}" for key, value in variables.items())
+    command += f" {exe} " + " ".join(shlex.quote(a) for a in args)
     return cluster.ssh(command, timeout=timeout)
 
 
@@ -66,7 +68,8 @@ def submissions(cluster, name: str) -> dict:
 def test_login_node_up_with_defaults_computes_in_worker_jobs(login_node, cluster, client, tmp_path):
     name = "ln" + uuid.uuid4().hex[:6]
     try:
-        up = on_login(cluster, login_node, "up", "slurm", "--name", name, "--max-jobs", "2")
+        canary = f"seamless-stack-canary-{uuid.uuid4().hex}"  # a variable of the submitting shell only
+        up = on_login(cluster, login_node, "up", "slurm", "--name", name, "--max-jobs", "2", env={"SUBMITTER_TOKEN": canary})
         assert up.returncode == 0, up.stderr
         # defaults sized to the 2-CPU nodes; the SIFs pulled by digest; the worker jobs checked
         assert "worker jobs ask for 3 CPUs by default; nodes in partition main have 2 CPUs: using --threads 2" in up.stderr
@@ -99,6 +102,9 @@ def test_login_node_up_with_defaults_computes_in_worker_jobs(login_node, cluster
         assert waiting.returncode == 0, err[-2000:]
         assert out.split()[0] == marker
         assert out.split()[1] in cluster.compute_nodes and out.split()[1] != services_node, "a worker job on another node"
+        for node in cluster.compute_nodes:  # the services job and the worker job: nothing of the submitting shell
+            leaked = cluster.exec(f"grep -l {canary} /proc/[0-9]*/environ 2>/dev/null; true", node=node).stdout.split()
+            assert leaked == [], f"the submitting shell's SUBMITTER_TOKEN reached jobs on {node}: {leaked}"
         checksum = hashlib.sha256(out.encode()).hexdigest()
         home = Path(cluster.home_path) / "seamless"
         assert (home / ".seamless" / "buffers" / checksum[:2] / checksum).is_file()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from seamless_stack import credentials
+
 from .conftest import INTRUDER, TunnelProcess
 from .test_security import (INTRUDER_UID, PROBE, assert_doors_shut, assert_refused, assert_the_owner_gets_in, probe, probe_config,
                             read_record, scheduler_image)
@@ -76,6 +78,65 @@ def assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name: str) -> No
     assert modes == ["700", "700"], modes
 
 
+# From another node, every TCP listener of a worker job's node, over HTTP and HTTPS: which
+# answer as a web server (a dashboard would). Workers run with --no-dashboard; their comm and
+# nanny ports speak Dask over mutual TLS, slurmd and sshd speak their own protocols.
+WEB_PROBE = r"""
+import json, ssl, sys, urllib.error, urllib.request
+host, ports = sys.argv[1], json.loads(sys.argv[2])
+answers = {}
+for port in ports:
+    for scheme in ("http", "https"):
+        try:
+            context = ssl._create_unverified_context() if scheme == "https" else None
+            with urllib.request.urlopen(f"{scheme}://{host}:{port}/", timeout=5, context=context) as response:
+                answers[f"{scheme}:{port}"] = response.status
+        except urllib.error.HTTPError as exc:
+            answers[f"{scheme}:{port}"] = exc.code
+        except Exception as exc:
+            answers[f"{scheme}:{port}"] = type(exc).__name__
+print(json.dumps(answers))
+"""
+
+
+def listening_ports(cluster, node: str) -> list[int]:
+    """Every TCP port in LISTEN on a node (its network namespace's /proc/net/tcp and tcp6)."""
+    table = cluster.exec("cat /proc/net/tcp /proc/net/tcp6", node=node, check=True).stdout
+    rows = [line.split() for line in table.splitlines()]  # "N: local rem st ..." after a header row each
+    return sorted({int(row[1].rsplit(":", 1)[1], 16) for row in rows if len(row) > 3 and row[0].endswith(":") and row[3] == "0A"})
+
+
+def assert_no_web_server_on_the_worker_node(cluster, job: str, from_node: str) -> None:
+    """While a worker job runs (its squeue line): an intruder on another node finds no HTTP(S)
+    answer on any of that node's listeners (no worker dashboard with task keys for the cluster)."""
+    node = job.split("|")[3]
+    ports = listening_ports(cluster, node)
+    assert ports, f"nothing listens on {node}?"
+    seen = cluster.exec(["python3", "-c", WEB_PROBE, node, json.dumps(ports)], node=from_node, user=INTRUDER, timeout=300)
+    assert seen.returncode == 0, seen.stderr
+    answers = json.loads(seen.stdout.splitlines()[-1])
+    assert not [door for door, answer in answers.items() if isinstance(answer, int)], answers
+
+
+def assert_the_cluster_side_holds_nothing_to_take(cluster, name: str) -> None:
+    """After a workload: the credentials every container binds hold neither the CA key nor
+    the client key; no job log holds the secret; storage is the owner's alone."""
+    home = Path(cluster.home_path) / cluster.user
+    stack_dir = home / ".seamless" / "stacks" / f"{name}.slurm"
+    held = {p.name for p in (stack_dir / "tls").iterdir()}
+    assert held == set(credentials.SERVICE_FILES) and not held & {"ca.key", "client.key", "client.crt"}, held
+    secret = (stack_dir / "tls" / "http.secret").read_text().strip()
+    logs = [*stack_dir.glob("services-*.out"), *(stack_dir / "workers").glob("*.out")]
+    assert len(logs) >= 2, logs
+    for log in logs:
+        assert secret not in log.read_text(errors="replace"), f"the secret is in {log.name}"
+    storage = [home / ".seamless" / "buffers", home / ".seamless" / f"database-{name}",
+               home / ".seamless" / f"database-{name}" / "seamless.db"]
+    storage += [p for p in (home / ".seamless" / "buffers").rglob("*") if p.is_file()][:5]
+    loose = {str(p.relative_to(home)): oct(p.stat().st_mode & 0o777) for p in storage if p.stat().st_mode & 0o077}
+    assert loose == {}, f"readable by others: {loose}"
+
+
 def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
     name = scli.new_name()
     up = scli.up(name, "--login", cluster.destination, "--max-jobs", "3", *JOB_OPTIONS, method="slurm", timeout=1800)
@@ -101,10 +162,15 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
         burst = [subprocess.Popen(["bash", "-c", f'source "$1"; exec seamless-run "sleep 20; echo {marker}-{i}"', "-", str(env_file)],
                                   env={"PATH": f"{client.venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(6)]
-        most = 0
+        most, probed = 0, False
         while any(p.poll() is None for p in burst):
+            running = [job for job in worker_jobs(cluster, name) if "|RUNNING|" in job]
             most = max(most, len(worker_jobs(cluster, name)))
+            if running and not probed:
+                assert_no_web_server_on_the_worker_node(cluster, running[0], from_node=node)
+                probed = True
             time.sleep(2)
+        assert probed, "no worker job ran during the burst"
         outputs = [p.stdout.read().strip() for p in burst]
         assert outputs == [f"{marker}-{i}" for i in range(6)], [p.stderr.read()[-500:] for p in burst]
         assert most >= 2, f"adaptive scaling reached only {most} worker job(s)"
@@ -113,6 +179,7 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
             time.sleep(3)
         assert worker_jobs(cluster, name) == [], "idle: back to zero worker jobs"
     assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
+    assert_the_cluster_side_holds_nothing_to_take(cluster, name)
 
     status = scli.run("status", "--name", name)
     assert status.returncode == 0 and "services" in status.stdout, status.stdout
