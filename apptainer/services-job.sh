@@ -77,7 +77,7 @@ else
         --dashboard-address ":$dashboard_port" --preload /opt/seamless-stack/seamless_stack_preload.py
     for _ in $(seq "$SS_LOCAL_WORKERS"); do  # the single-node variant: workers in this job
         APPTAINERENV_SEAMLESS_WORKER_TRANSFORMATION_THROTTLE=$SS_THROTTLE \
-            run "$SS_SIF_WORKER" dask worker "tls://$address:$scheduler_port" --nthreads "$SS_DASK_THREADS" --nworkers 1 --no-dashboard
+            run "$SS_SIF_WORKER" dask worker "tls://$address:$scheduler_port" --nthreads "$SS_DASK_THREADS" --nworkers 1 --no-dashboard --dashboard-address 127.0.0.1:0
     done
 fi
 

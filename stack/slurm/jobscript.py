@@ -67,8 +67,9 @@ def worker_job_options(spec, deployment) -> dict:
                   + f"--env TMPDIR=$TMPDIR --env {THROTTLE_VARIABLE}={deployment.throttle} {quote(record.sifs['worker'])} python3",
         "local_directory": "$TMPDIR",
         # Seamless' thread layout (a later --nthreads wins over dask-jobqueue's cores/processes)
-        # No worker dashboard: it would serve task keys, unauthenticated, to the cluster network.
-        "worker_extra_args": ["--nthreads", str(deployment.dask_threads), "--no-dashboard",
+        # No worker dashboard: it would serve task keys, unauthenticated, to the cluster network;
+        # and the worker's HTTP server (health, metrics), which runs even without it, on loopback.
+        "worker_extra_args": ["--nthreads", str(deployment.dask_threads), "--no-dashboard", "--dashboard-address", "127.0.0.1:0",
                               "--lifetime", lifetime, "--lifetime-stagger", stagger],
         "log_directory": ClusterFiles(record.stack_dir).workers,
         "adapt": {"minimum_jobs": options.min_jobs, "maximum_jobs": options.max_jobs},
