@@ -15,6 +15,10 @@ from dataclasses import dataclass
 
 from .errors import StackError
 
+# OpenSSH's words for a local forward it cannot listen on: `bind [127.0.0.1]:PORT: Address already
+# in use`, then `cannot listen to port: PORT`.
+_TAKEN = re.compile(r"bind \[?[^\]\s]*\]?:(\d+): Address already in use|cannot listen to port: (\d+)")
+
 BATCH = ["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3"]
 
 
@@ -94,8 +98,12 @@ class Tunnel:
         while not all(local_port_open(local) for local, _ in self.forwards.values()):
             if self.process.poll() is not None:
                 stderr = self.process.stderr.read()
-                if "forwarding" in stderr.lower() or "Address already in use" in stderr:
-                    raise StackError(f"SSH port forwarding to {self.destination} failed ({stderr.strip()})",
+                taken = _TAKEN.search(stderr)
+                if taken:  # another process (a squatter?) holds one of our local ports
+                    raise StackError(f"local port {taken[1] or taken[2]} of the tunnel to {self.destination} is taken by another process",
+                                     "stop what uses it: the forwards stand again once it is free")
+                if "forwarding" in stderr.lower():
+                    raise StackError(f"SSH port forwarding to {self.destination} failed ({' | '.join(stderr.split(chr(10)))})",
                                      "a local port is busy: stop what uses it or try again")
                 raise explain_ssh_failure(self.destination, stderr)
             if time.monotonic() > deadline:

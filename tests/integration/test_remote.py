@@ -17,11 +17,12 @@ import socket
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 
 from .conftest import CLI, read_available, wait_until
-from .test_security import assert_only_the_owner_gets_in, read_record
+from .test_security import INTRUDER_UID, OWNER_REQUEST, SQUATTER, assert_only_the_owner_gets_in, read_record
 
 
 @pytest.fixture
@@ -109,16 +110,38 @@ def test_remote_ssh_with_tunnel(rcli, client, remote):
         assert run.returncode == 0, run.stderr
         assert run.stdout.split()[1] in remote_workers(remote)
 
-        # the SSH connection drops: the tunnel comes back on the same local ports
-        ssh_children = subprocess.run(["pgrep", "-P", str(tunnel.pid), "ssh"], capture_output=True, text=True).stdout.split()
-        assert ssh_children
-        for pid in ssh_children:
-            os.kill(int(pid), signal.SIGKILL)
+        # the SSH connection drops, and another user takes the hashserver's local port before the
+        # tunnel can: the owner's client sends it a TLS hello and no secret; the tunnel names the
+        # port in one line, and comes back on the same local ports once it is free
+        port = int(re.search(r"https://[^@\s]+@127\.0\.0\.1:(\d+)", local["SEAMLESS_REMOTE_CLIENTS"])[1])
+        squatter = subprocess.Popen(["setpriv", f"--reuid={INTRUDER_UID}", f"--regid={INTRUDER_UID}", "--clear-groups",
+                                     "/usr/bin/python3", "-c", SQUATTER, str(port)], stdout=subprocess.PIPE, text=True)
+        try:
+            ssh_children = subprocess.run(["pgrep", "-P", str(tunnel.pid), "ssh"], capture_output=True, text=True).stdout.split()
+            assert ssh_children
+            for pid in ssh_children:
+                os.kill(int(pid), signal.SIGKILL)
+            assert squatter.stdout.readline().strip() == "bound"
+            asked = client.run(env_file, "python", "-c", OWNER_REQUEST)
+            assert asked.returncode == 0 and asked.stdout.startswith("refused"), asked.stdout + asked.stderr[-2000:]
+            captured = bytes.fromhex(squatter.stdout.readline().strip())
+            secret = (Path(read_record(rcli, name)["credentials_dir"]) / "http.secret").read_text().strip()
+            assert captured[:1] == b"\x16" and secret.encode() not in captured, "the squatter got more than a TLS hello"
+
+            def named() -> bool:
+                said.append(read_available(tunnel.stderr))
+                return re.search(rf"local port {port} of the tunnel to \S+ is taken by another process", "".join(said)) is not None
+
+            wait_until(named, timeout=60, what="the tunnel naming the taken port")
+        finally:
+            squatter.kill()
+            squatter.wait()
+        freed = len("".join(said))
 
         def reconnected() -> bool:
             assert tunnel.poll() is None, f"the tunnel ended: {''.join(said)}{tunnel.stderr.read()}"
             said.append(read_available(tunnel.stderr))
-            return "[seamless-stack] reconnected\n" in "".join(said)
+            return "[seamless-stack] reconnected\n" in "".join(said)[freed:]
 
         wait_until(reconnected, timeout=60, what="the tunnel reconnecting (forwards standing again)")
         again = client.run(env_file, "seamless-run", "echo after-reconnect")

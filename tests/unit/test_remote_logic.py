@@ -264,3 +264,15 @@ def test_the_node_helper_draws_only_the_ports_it_needs():
     assert out.returncode == 0, out.stderr
     ports = [int(p) for p in out.stdout.split()]
     assert ports[2] == base + 10 and sorted(ports[:2] + ports[3:]) == [base, base + 1, base + 2]
+
+
+def test_a_taken_local_port_of_a_tunnel_is_named_in_one_line():
+    """OpenSSH's two lines about a local forward it cannot listen on become one that names the port."""
+    from seamless_stack.ssh import _TAKEN
+
+    said = ("bind [127.0.0.1]:60123: Address already in use\n"
+            "channel_setup_fwd_listener_tcpip: cannot listen to port: 60123\nCould not request local forwarding.\n")
+    match = _TAKEN.search(said)
+    assert match and (match[1] or match[2]) == "60123"
+    assert _TAKEN.search("bind [127.0.0.1]:80: Permission denied\n") is None
+    assert (lambda m: m[1] or m[2])(_TAKEN.search("cannot listen to port: 5577\n")) == "5577"
