@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from .conftest import CLI, read_available, wait_until
-from .test_security import INTRUDER_UID, OWNER_REQUEST, SQUATTER, assert_only_the_owner_gets_in, read_record
+from .test_security import (INTRUDER_UID, OWNER_REQUEST, SQUATTER, assert_only_the_owner_gets_in,
+                            assert_silent_connections_closed, read_record)
 
 
 @pytest.fixture
@@ -61,6 +62,7 @@ def test_remote_direct_images_moved_results_on_remote(rcli, client, remote):
     modes = remote.ssh(f"stat -c '%a %n' {remote_folder} {remote_folder}/*").stdout.split("\n")
     assert modes[0].startswith("700 ") and all(line.startswith("600 ") for line in modes[1:] if line), modes
     assert "ca.key" not in remote.ssh(f"ls {remote_folder}").stdout, "the CA key stays with the owner"
+    assert_silent_connections_closed(read_record(rcli, name), remote.address)
 
     marker = uuid.uuid4().hex
     run = client.run(rcli.env_file(name), "seamless-run", f"echo {marker}; hostname")

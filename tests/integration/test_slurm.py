@@ -22,8 +22,8 @@ import pytest
 from seamless_stack import credentials
 
 from .conftest import INTRUDER, TunnelProcess
-from .test_security import (INTRUDER_UID, PROBE, assert_doors_shut, assert_refused, assert_the_owner_gets_in, probe, probe_config,
-                            read_record, scheduler_image)
+from .test_security import (INTRUDER_UID, PROBE, assert_doors_shut, assert_refused, assert_silent_connections_closed,
+                            assert_the_owner_gets_in, probe, probe_config, read_record, scheduler_image)
 
 # The services job takes a whole (2-core) node, so worker jobs land on the other one.
 JOB_OPTIONS = ["--partition", "main", "--cpus", "2", "--memory", "600M", "--time", "02:00:00",
@@ -212,6 +212,7 @@ def test_slurm_direct_single_node(scli, client, cluster):
                       timeout=300)
     assert home.returncode == 0 and "authorized_keys" not in home.stdout and "no-home-" in home.stdout, home.stdout
     assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name)
+    assert_silent_connections_closed(read_record(scli, name), values["SEAMLESS_DATABASE_IP"])
     assert worker_jobs(cluster, name) == [], "single node: the workers live in the services job"
 
 
