@@ -154,9 +154,9 @@ def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backend
     if spec.rotate:
         raise StackError(f"stack {spec.name!r} is up: --rotate makes new credentials for a stack that is down",
                          f"`seamless-stack down --name {spec.name}`, then `up` again with --rotate")
-    wanted = spec.settings()
-    differences = [f"{key} {previous.settings.get(key) or '-'} -> {wanted[key] or '-'}"
-                   for key in sorted(wanted) if previous.settings.get(key) != wanted[key]]
+    wanted, defaults = spec.settings(), StackSpec().settings()  # a record from before a setting existed: its default
+    had = {key: previous.settings.get(key, defaults.get(key)) for key in wanted}
+    differences = [f"{key} {had[key] or '-'} -> {wanted[key] or '-'}" for key in sorted(wanted) if had[key] != wanted[key]]
     if differences:
         raise StackError(f"stack {spec.name!r} is up with other settings ({'; '.join(differences)})",
                          f"repeat its options, or `seamless-stack down --name {spec.name}` first")

@@ -46,6 +46,7 @@ def _up(args) -> int:
         database_dir=args.database_dir, worker_requirements=args.worker_requirements,
         base_image=args.base_image, timeout=args.timeout, insecure=args.insecure, rotate=args.rotate, remote=remote,
         access=getattr(args, "access", None), slurm=slurm,
+        **{limit: getattr(args, limit) for limit in ("memory_limit", "worker_memory_limit") if hasattr(args, limit)},
     )
     projects = api.projects_for(spec.name, args.project)  # checked before anything starts
     deployment = api.up(spec, progress)

@@ -54,6 +54,14 @@ def _add_up_options(parser: argparse.ArgumentParser, bind_help: str) -> None:
                         help="connect this Seamless project (and stage) once the stack is ready, as `connect` does (repeatable)")
 
 
+def _add_container_limits(parser: argparse.ArgumentParser) -> None:
+    """Compose only: Slurm jobs have --memory and --worker-memory."""
+    parser.add_argument("--memory-limit", default=_spec_default("memory_limit"),
+                        help="memory limit of each service container: hashserver, database, scheduler (default %(default)s)")
+    parser.add_argument("--worker-memory-limit", default=_spec_default("worker_memory_limit"),
+                        help="memory limit of each worker container, e.g. 8G (default %(default)s: what transformations take)")
+
+
 def _add_name(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default=os.environ.get("SEAMLESS_STACK_NAME", DEFAULT_NAME),
                         help="stack name: one Compose project per name (default: $SEAMLESS_STACK_NAME or 'default')")
@@ -104,6 +112,7 @@ def parser() -> argparse.ArgumentParser:
     methods = up.add_subparsers(dest="method", required=True, metavar="METHOD", parser_class=Parser)
     local = methods.add_parser("local", help="Docker Compose on this machine")
     _add_up_options(local, "interface to publish ports on (default 127.0.0.1)")
+    _add_container_limits(local)
     remote = methods.add_parser("remote", help="Docker Compose on a remote Docker host, reached over SSH")
     remote.add_argument("--host", required=True, help="USER@HOST[:PORT] of the remote Docker host (ssh, with your ~/.ssh/config)")
     access = remote.add_mutually_exclusive_group()
@@ -112,6 +121,7 @@ def parser() -> argparse.ArgumentParser:
     access.add_argument("--direct", dest="access", action="store_const", const="direct",
                         help="clients connect straight to the remote's published ports (see --bind)")
     _add_up_options(remote, "with --direct: remote interface to publish on (default 0.0.0.0; clients then use the host name)")
+    _add_container_limits(remote)
     _add_slurm_options(methods.add_parser("slurm", help="Apptainer containers under Slurm: a services job, workers on demand"))
 
     for command, text in (("down", "stop and remove a stack's containers or jobs (data stays)"),

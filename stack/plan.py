@@ -16,7 +16,7 @@ from .connection import Connection
 from .errors import StackError
 from .layout import PORTS, StackFiles, compose_project
 from .ports import allocate_ports
-from .spec import StackSpec
+from .spec import StackSpec, memory_limit_bytes
 
 WILDCARDS = ("0.0.0.0", "::")
 METHODS = ("local", "remote", "slurm")
@@ -35,6 +35,8 @@ class ComposeRecord:
     gid: int
     docker_host: str | None = None  # DOCKER_HOST for a remote engine (ssh://...)
     host_credentials_dir: str | None = None  # the stack's credentials on the Docker host, for the containers
+    service_memory: int = 0  # bytes, each of hashserver, database, scheduler; 0: no limit
+    worker_memory: int = 0  # bytes, each worker container; 0: no limit
 
 
 @dataclass(frozen=True)
@@ -198,7 +200,9 @@ def compose_plan(
         credentials_dir=credentials_dirs[0] if credentials_dirs else None,
         placement=Placement(host.name, ports),
         compose=ComposeRecord(images=images, uid=host.uid, gid=host.gid, docker_host=host.docker_host,
-                              host_credentials_dir=credentials_dirs[1] if credentials_dirs else None),
+                              host_credentials_dir=credentials_dirs[1] if credentials_dirs else None,
+                              service_memory=memory_limit_bytes(spec.memory_limit, "--memory-limit"),
+                              worker_memory=memory_limit_bytes(spec.worker_memory_limit, "--worker-memory-limit")),
     )
 
 

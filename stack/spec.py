@@ -76,6 +76,10 @@ class StackSpec:
     worker_requirements: Path | None = None
     base_image: str | None = None
     timeout: float = 300.0
+    # Compose: the memory limit of each service container (hashserver, database, scheduler) and
+    # of each worker container ("none": whatever its transformations take)
+    memory_limit: str = "4G"
+    worker_memory_limit: str = "none"
 
     @property
     def project(self) -> str:
@@ -203,6 +207,8 @@ def build_spec(
     worker_requirements: str | None = None,
     base_image: str | None = None,
     timeout: float = option_default(StackSpec, "timeout"),
+    memory_limit: str = option_default(StackSpec, "memory_limit"),
+    worker_memory_limit: str = option_default(StackSpec, "worker_memory_limit"),
     remote: str | None = None,
     access: str | None = None,
     insecure: bool = False,
@@ -263,7 +269,15 @@ def build_spec(
         insecure=insecure,
         rotate=rotate,
         slurm=slurm,
+        memory_limit=_checked_limit(memory_limit, "--memory-limit"),
+        worker_memory_limit=_checked_limit(worker_memory_limit, "--worker-memory-limit"),
     )
+
+
+def _checked_limit(value: str, what: str) -> str:
+    one_line(value, what)
+    memory_limit_bytes(value, what)
+    return value.strip()
 
 
 def transformation_throttle(environ: Mapping[str, str]) -> int:
@@ -280,6 +294,21 @@ def transformation_throttle(environ: Mapping[str, str]) -> int:
 
 
 MEMORY = re.compile(r"^\d+(\.\d+)?\s*([KMGT]i?B?)?$", re.I)
+LIMIT = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?$", re.I)  # a container's memory limit: Docker's binary units
+MIN_LIMIT = 128 << 20  # below this no service of ours starts
+
+
+def memory_limit_bytes(value: str, what: str) -> int:
+    """A container memory limit in bytes (0: none), from `4G`, `512M`, `2GiB` or `none`."""
+    if value.strip().lower() in ("none", "0"):
+        return 0
+    match = LIMIT.match(value.strip())
+    if not match:
+        raise StackError(f"{what} {value!r} is not a memory size", "write it like 4G or 512M, or none for no limit")
+    size = int(float(match[1]) * (1 << (10 * "KMGT".index(match[2].upper()) + 10)))
+    if size < MIN_LIMIT:
+        raise StackError(f"{what} {value!r} is too small for a service", "give it at least 128M, or none for no limit")
+    return size
 
 
 def validate_slurm(options: SlurmOptions) -> SlurmOptions:

@@ -134,6 +134,8 @@ class ComposeBackend(Backend):
             "DASK_THREADS": str(d.dask_threads),
             "THROTTLE": str(d.throttle),
             "WORKERS": str(d.workers),
+            "SERVICE_MEMORY": str(record.service_memory),  # 0: Compose sets no limit
+            "WORKER_MEMORY": str(record.worker_memory),
             **({"CREDENTIALS_DIR": record.host_credentials_dir} if record.host_credentials_dir else {}),
             **({"HTTP_SCHEME": "https", "HTTP_TLS_CERT": credentials.in_container("server.crt"),
                 "HTTP_TLS_KEY": credentials.in_container("server.key")}

@@ -79,7 +79,7 @@ CREDENTIALS_HELD = {
 
 def test_every_service_container_is_hardened(cli, client, tmp_path):
     name = "hard" + uuid.uuid4().hex[:8]
-    up = cli.up(name, "--workers", "2", "--threads", "1",
+    up = cli.up(name, "--workers", "2", "--threads", "1", "--worker-memory-limit", "2G",
                 "--buffer-dir", str(tmp_path / "buffers"), "--database-dir", str(tmp_path / "database"))
     assert up.returncode == 0, up.stderr
     run = client.run(cli.env_file(name), "seamless-run", "expr 6 \\* 7")
@@ -96,6 +96,8 @@ def test_every_service_container_is_hardened(cli, client, tmp_path):
             assert any(opt.startswith("no-new-privileges") and not opt.endswith("false")
                        for opt in host["SecurityOpt"] or []), f"{where}: no-new-privileges"
             assert (host["PidsLimit"] or 0) > 0, f"{where}: a pids limit"
+            limit = 2 << 30 if service == "worker" else 4 << 30  # --worker-memory-limit 2G; --memory-limit's default
+            assert host["Memory"] == limit, f"{where}: memory limit {host['Memory']}, not {limit}"
             # What the kernel says of every process, whatever Docker was told.
             statuses = process_status(container)
             assert statuses, f"{where}: no processes?"

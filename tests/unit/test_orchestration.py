@@ -195,6 +195,41 @@ def test_up_again_with_another_spec_says_what_differs(fake, tmp_path):
     assert fake.calls == [] and state.exists("s1")
 
 
+def test_a_record_from_before_a_setting_existed_converges_with_its_default(fake, tmp_path):
+    """A stack brought up by an older seamless-stack has no memory limits in its settings: the
+    same `up` converges (it had the defaults); a new value is a difference, said as such."""
+    fake.up(spec(tmp_path))
+    record = json.loads(StackFiles.of("s1").record.read_text())
+    for key in ("memory_limit", "worker_memory_limit"):
+        del record["settings"][key]
+    StackFiles.of("s1").record.write_text(json.dumps(record))
+    fake.calls.clear()
+    fake.up(spec(tmp_path))
+    assert fake.calls == ["converge"]
+    with pytest.raises(StackError, match=r"other settings \(worker_memory_limit none -> 2G\)"):
+        fake.up(spec(tmp_path, worker_memory_limit="2G"))
+
+
+def test_memory_limits_reach_compose_in_bytes_and_bad_ones_are_refused(tmp_path):
+    from seamless_stack.backends.compose import ComposeBackend
+    from seamless_stack.plan import compose_plan
+
+    class Host:
+        name, uid, gid, docker_host = "here", 1000, 1000, None
+
+        @staticmethod
+        def is_free(port, bind):
+            return True
+
+    planned = compose_plan(spec(tmp_path, worker_memory_limit="1.5G"), {"hashserver": "h", "database": "d", "scheduler": "s",
+                                                                          "worker": "w"}, Host, ("/b", "/d"))
+    variables = ComposeBackend(planned, env_path=tmp_path / "compose.env").compose_environment()
+    assert variables["SERVICE_MEMORY"] == str(4 << 30) and variables["WORKER_MEMORY"] == str(3 << 29)
+    for bad, why in (("lots", "is not a memory size"), ("64M", "too small"), ("4G\n", "line break")):
+        with pytest.raises(StackError, match=why):
+            spec(tmp_path, memory_limit=bad)
+
+
 def test_a_failed_converge_leaves_the_running_stack_alone(fake, tmp_path):
     fake.up(spec(tmp_path))
     fake.calls.clear()
