@@ -12,8 +12,9 @@ sent and closed already is not, even when we run as root. The check runs when th
 connection arrives and again before its first request (or the TCP pipe) goes upstream; a
 socket keeps the UID it was made with, so later requests on it need no new check.
 
-HTTP routes keep one upstream connection per client connection, parse each request's
-framing, refuse browser-shaped requests (a foreign Host, an Origin: DNS rebinding, CSRF),
+HTTP routes keep one upstream connection per client connection (taken from a few spares
+opened ahead of need, so a new client connection waits for no TLS handshake), parse each
+request's framing, refuse browser-shaped requests (a foreign Host, an Origin: DNS rebinding, CSRF),
 and put the secret into every request head; responses go back unparsed, which the 1:1
 pairing keeps in step. The scheduler route is a blind TCP pipe.
 """
@@ -21,20 +22,17 @@ pairing keeps in step. The scheduler route is a blind TCP pipe.
 from __future__ import annotations
 
 import asyncio
-import base64
 import os
-import re
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import credentials
 from .errors import StackError
+from .http_framing import HEAD_LIMIT, BadRequest, Request, copy, copy_chunked, parse_head, read_head, refusal
 from .peer import peer_owner, sock_diag_available
-
-HEAD_LIMIT = 64 * 1024  # a request head, a chunk-size line, a chunked body's trailers
-
 
 @dataclass(frozen=True)
 class Route:
@@ -49,76 +47,6 @@ class Route:
     def __post_init__(self):
         if self.secret is not None and not self.http:
             object.__setattr__(self, "http", True)
-
-
-# --- HTTP requests ------------------------------------------------------------------------
-
-class BadRequest(ValueError):
-    """A request whose framing the forwarder will not vouch for: the connection is closed."""
-
-
-_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_REQUEST_LINE = re.compile(rb"([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) HTTP/1\.[01]")
-_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,15})[ \t]*(?:;[^\r\n]*)?")
-_DROPPED = (b"authorization", b"proxy-authorization")
-
-
-@dataclass(frozen=True)
-class Request:
-    """A parsed request head: its lines as sent and its framing."""
-    line: bytes
-    fields: list[tuple[bytes, bytes]]  # (name as sent, value)
-    length: int  # Content-Length (0: no body)
-    chunked: bool
-    upgrade: bool
-
-    def values(self, name: bytes) -> list[bytes]:
-        return [value for field, value in self.fields if field.lower() == name]
-
-    def upstream_head(self, secret: str | None) -> bytes:
-        """The head as sent, less the client's own credentials, plus ours."""
-        lines = [self.line] + [name + b": " + value for name, value in self.fields if name.lower() not in _DROPPED]
-        if secret is not None:
-            lines.append(b"Authorization: Basic " + base64.b64encode(f"seamless:{secret}".encode()))
-        return b"\r\n".join(lines) + b"\r\n\r\n"
-
-
-def _field(line: bytes) -> tuple[bytes, bytes]:
-    name, colon, value = line.partition(b":")
-    if not colon or not _TOKEN.fullmatch(name) or _CONTROL.search(value):
-        raise BadRequest(f"bad header line {line[:80]!r}")
-    return name, value.strip(b" \t")
-
-
-def parse_head(head: bytes) -> Request:
-    """The request head (up to and including the blank line): HTTP/1.x, origin-form target,
-    CRLF lines only (a bare CR or LF is how requests are smuggled past a proxy), and an
-    unambiguous body: Content-Length (digits, all copies equal) or chunked, never both."""
-    if not head.endswith(b"\r\n\r\n") or head.count(b"\n") != head.count(b"\r\n") or head.count(b"\r") != head.count(b"\r\n"):
-        raise BadRequest("bad line endings")
-    line, *rest = head[:-4].split(b"\r\n")
-    match = _REQUEST_LINE.fullmatch(line)
-    if not match or not (match[2].startswith(b"/") or (match[1] == b"OPTIONS" and match[2] == b"*")) or match[1] == b"CONNECT":
-        raise BadRequest(f"bad request line {line[:80]!r}")
-    fields = [_field(field) for field in rest]
-    request = Request(line, fields, 0, False, False)
-    lengths = set(request.values(b"content-length"))
-    codings = b",".join(request.values(b"transfer-encoding")).lower()
-    if lengths and codings:
-        raise BadRequest("both Content-Length and Transfer-Encoding")
-    length, chunked = 0, False
-    if lengths:
-        if len(lengths) != 1 or not re.fullmatch(rb"[0-9]{1,18}", next(iter(lengths))):
-            raise BadRequest(f"bad Content-Length {lengths}")
-        length = int(next(iter(lengths)))
-    elif codings:
-        if [c.strip() for c in codings.split(b",")][-1] != b"chunked":
-            raise BadRequest(f"bad Transfer-Encoding {codings!r}")
-        chunked = True
-    connection = {token.strip() for value in request.values(b"connection") for token in value.lower().split(b",")}
-    upgrade = bool(request.values(b"upgrade")) and b"upgrade" in connection
-    return Request(line, fields, length, chunked, upgrade)
 
 
 def forbidden(request: Request, route: Route) -> str | None:
@@ -136,71 +64,6 @@ def forbidden(request: Request, route: Route) -> str | None:
     return None
 
 
-def _refusal(status: str, text: str) -> bytes:
-    body = f"{text}\n".encode()
-    return (f"HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-            f"Connection: close\r\n\r\n").encode() + body
-
-
-async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
-    """The next request head, or None when the client hung up between requests."""
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial.strip(b"\r\n"):
-            raise BadRequest("cut-off request head") from None
-        return None
-    except asyncio.LimitOverrunError:
-        raise BadRequest("request head over the limit") from None
-    return head.lstrip(b"\r\n")  # a stray CRLF between requests is allowed (RFC 9112 2.2)
-
-
-async def _copy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int) -> None:
-    while size:
-        data = await reader.read(min(size, 1 << 16))
-        if not data:
-            raise BadRequest("cut-off body")
-        writer.write(data)
-        size -= len(data)
-        await writer.drain()
-
-
-async def _line(reader: asyncio.StreamReader) -> bytes:
-    try:
-        line = await reader.readuntil(b"\r\n")
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-        raise BadRequest("cut-off or overlong line in a chunked body") from None
-    if b"\r" in line[:-2] or b"\n" in line[:-2]:
-        raise BadRequest("bad line ending in a chunked body")
-    return line
-
-
-async def _copy_chunked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """A chunked body, chunk by chunk: sizes re-written plainly (no extensions), trailers
-    checked like header lines (credentials dropped), up to the final blank line."""
-    while True:
-        match = _CHUNK_SIZE.fullmatch((await _line(reader))[:-2])
-        if not match:
-            raise BadRequest("bad chunk size")
-        size = int(match[1], 16)
-        writer.write(b"%X\r\n" % size)
-        if size == 0:
-            break
-        await _copy(reader, writer, size)
-        if await reader.readexactly(2) != b"\r\n":
-            raise BadRequest("chunk not followed by CRLF")
-        writer.write(b"\r\n")
-    trailers = 0
-    while (line := await _line(reader)) != b"\r\n":
-        trailers += len(line)
-        if trailers > HEAD_LIMIT:
-            raise BadRequest("trailers over the limit")
-        if _field(line[:-2])[0].lower() not in _DROPPED:
-            writer.write(line)
-    writer.write(b"\r\n")
-    await writer.drain()
-
-
 async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """Copy until EOF or an error, then close the other side (which ends the other pipe)."""
     try:
@@ -215,6 +78,65 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 # --- The forwarder ------------------------------------------------------------------------
 
+SPARES = 2  # upstream connections kept ready per HTTPS route: a new client connection skips the handshake
+SPARE_TTL = 15.0  # seconds a spare is kept; the services close a connection that says nothing for 30
+WARM_FOR = 120.0  # seconds after a route's last use that it keeps spares
+
+
+class Spares:
+    """HTTPS connections to one service, opened (TLS handshake done) before a client needs
+    them: Seamless' client opens a new connection for most requests, and a handshake costs
+    more than the request. Each spare serves one client connection, as a fresh one would;
+    one the service has closed, or older than SPARE_TTL, is dropped."""
+
+    def __init__(self, route: Route):
+        self.route = route
+        self.idle: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.filling = False
+        self.used = 0.0  # when a client last took one
+
+    async def take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        self.used = time.monotonic()
+        self.expire()
+        while self.idle:
+            _, reader, writer = self.idle.pop()
+            if not reader.at_eof() and not writer.is_closing():
+                self.refill()
+                return reader, writer
+            writer.close()
+        self.refill()
+        return await asyncio.open_connection(*self.route.upstream, ssl=self.route.tls)
+
+    def expire(self) -> None:
+        """Drop what is too old to trust; refill while the route is in use."""
+        now = time.monotonic()
+        for entry in [e for e in self.idle if now - e[0] >= SPARE_TTL]:
+            self.idle.remove(entry)
+            entry[2].close()
+        if now - self.used < WARM_FOR:
+            self.refill()
+
+    def refill(self) -> None:
+        if not self.filling and len(self.idle) < SPARES:
+            self.filling = True
+            asyncio.get_running_loop().create_task(self._fill())
+
+    async def _fill(self) -> None:
+        try:
+            while len(self.idle) < SPARES:
+                reader, writer = await asyncio.open_connection(*self.route.upstream, ssl=self.route.tls)
+                self.idle.append((time.monotonic(), reader, writer))
+        except (OSError, ssl.SSLError):
+            pass  # the service is away: a client's own connection attempt will say so
+        finally:
+            self.filling = False
+
+    def close(self) -> None:
+        for _, _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+
+
 class Forwarder:
     """The routes, served by an asyncio loop in a daemon thread until stop()."""
 
@@ -226,6 +148,7 @@ class Forwarder:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="seamless-stack-forwarder", daemon=True)
         self._servers: list[asyncio.base_events.Server] = []
+        self._spares = {route.listen: Spares(route) for route in routes if route.http and route.tls}
 
     def start(self) -> "Forwarder":
         self._thread.start()
@@ -242,6 +165,8 @@ class Forwarder:
         async def close():
             for server in self._servers:
                 server.close()
+            for spares in self._spares.values():
+                spares.close()
             connections = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
             for task in connections:
                 task.cancel()
@@ -256,6 +181,14 @@ class Forwarder:
         for route in self.routes:
             handler = lambda r, w, route=route: self._serve(route, r, w)  # noqa: E731
             self._servers.append(await asyncio.start_server(handler, "127.0.0.1", route.listen, limit=HEAD_LIMIT))
+        if self._spares:
+            self._loop.create_task(self._keep_warm())
+
+    async def _keep_warm(self) -> None:
+        while True:
+            await asyncio.sleep(SPARE_TTL / 3)
+            for spares in self._spares.values():
+                spares.expire()
 
     async def _owner(self, route: Route, writer: asyncio.StreamWriter) -> bool:
         """Whether the client's socket is live and ours. sock_diag is one syscall round trip;
@@ -297,29 +230,31 @@ class Forwarder:
         their own, unparsed. Returning closes both connections."""
         responses = None
         try:
-            while (head := await _read_head(reader)) is not None:
+            while (head := await read_head(reader)) is not None:
                 request = parse_head(head)
                 if reason := forbidden(request, route):
                     self.forbidden += 1
-                    writer.write(_refusal("403 Forbidden", reason))
+                    writer.write(refusal("403 Forbidden", reason))
                     await writer.drain()
                     return
                 if not upstream:
                     if not await self._owner(route, writer):  # still live and ours, now that it has spoken
                         return
                     try:
-                        up_reader, up_writer = await asyncio.open_connection(*route.upstream, ssl=route.tls)
+                        spares = self._spares.get(route.listen)
+                        up_reader, up_writer = await (spares.take() if spares else
+                                                      asyncio.open_connection(*route.upstream, ssl=route.tls))
                     except (OSError, ssl.SSLError) as exc:
-                        writer.write(_refusal("502 Bad Gateway", f"{route.service} unreachable ({exc})"))
+                        writer.write(refusal("502 Bad Gateway", f"{route.service} unreachable ({exc})"))
                         await writer.drain()
                         return
                     upstream.append(up_writer)
                     responses = asyncio.create_task(_pipe(up_reader, writer))
                 up_writer.write(request.upstream_head(route.secret))
                 if request.chunked:
-                    await _copy_chunked(reader, up_writer)
+                    await copy_chunked(reader, up_writer)
                 else:
-                    await _copy(reader, up_writer, request.length)
+                    await copy(reader, up_writer, request.length)
                 await up_writer.drain()
                 if request.upgrade:  # whatever follows is not HTTP/1.1 any more
                     await _pipe(reader, up_writer)

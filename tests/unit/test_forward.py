@@ -9,6 +9,8 @@ import errno
 import http.client
 import os
 import socket
+import ssl
+import subprocess
 import struct
 import threading
 import time
@@ -16,7 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from seamless_stack.forward import HEAD_LIMIT, BadRequest, Forwarder, Route, forbidden, parse_head
+from seamless_stack.forward import Forwarder, Route, forbidden
+from seamless_stack.http_framing import HEAD_LIMIT, BadRequest, parse_head
 from seamless_stack.peer import (DiagSocket, diag_reply, diag_request, owner_of, peer_owner, proc_net_tcp_owner,
                                  sock_diag_available)
 
@@ -178,7 +181,8 @@ class Upstream:
     close`), echoes each body, records what arrived on which connection; after an Upgrade,
     echoes raw bytes."""
 
-    def __init__(self):
+    def __init__(self, tls: "ssl.SSLContext | None" = None, idle_close: float | None = None):
+        self.tls, self.idle_close = tls, idle_close  # idle_close: close a connection silent that long
         self.requests: list[Received] = []
         self.connections = 0
         self.loop = asyncio.new_event_loop()
@@ -188,7 +192,7 @@ class Upstream:
         self.port = self.server.sockets[0].getsockname()[1]
 
     async def _start(self):
-        return await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
 
     async def _serve(self, reader, writer):
         self.connections += 1
@@ -196,8 +200,8 @@ class Upstream:
         try:
             while True:
                 try:
-                    head = await reader.readuntil(b"\r\n\r\n")
-                except (asyncio.IncompleteReadError, ConnectionError):
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.idle_close)
+                except (asyncio.IncompleteReadError, ConnectionError, asyncio.TimeoutError):
                     return
                 headers = dict(line.split(": ", 1) for line in head.decode().split("\r\n")[1:-2])
                 headers = {k.lower(): v for k, v in headers.items()}
@@ -459,3 +463,57 @@ def test_stop_ends_open_connections_too():
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", listen)) != 0, "stop() closes the port"
     holder.close()
+
+
+# --- spares: HTTPS connections opened before a client needs them -------------------------------
+
+@pytest.fixture
+def tls_pair(tmp_path):
+    """A server context with a fresh self-signed certificate for 127.0.0.1, and a client context trusting it."""
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+                    "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(tmp_path / "key.pem"), "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True)
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    return server, ssl.create_default_context(cafile=str(tmp_path / "cert.pem"))
+
+
+def get(port: int, path: str) -> int:
+    client = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        client.request("GET", path, headers={"Connection": "close"})
+        return client.getresponse().status
+    finally:
+        client.close()
+
+
+def test_a_new_client_connection_gets_an_upstream_connection_opened_before_it_came(tls_pair):
+    from seamless_stack.forward import SPARES
+
+    upstream = Upstream(tls=tls_pair[0])
+    fwd = Forwarder([Route("hashserver", free_port(), ("127.0.0.1", upstream.port), tls=tls_pair[1], secret="s3cret")]).start()
+    try:
+        port = listen_port(fwd)
+        assert get(port, "/first") == 200  # the route is in use: spares are opened
+        wait_for(lambda: upstream.connections == 1 + SPARES, what="the spares")
+        assert get(port, "/second") == 200
+        second = next(r for r in upstream.requests if r.head.startswith(b"GET /second"))
+        assert 1 < second.connection <= 1 + SPARES, "served on a connection that was open before the client came"
+        assert second.headers["authorization"] == TOKEN.decode()
+        wait_for(lambda: upstream.connections == 2 + SPARES, what="the spare taken, replaced")
+    finally:
+        fwd.stop()
+        upstream.stop()
+
+
+def test_spares_the_service_closed_are_never_handed_out(tls_pair):
+    upstream = Upstream(tls=tls_pair[0], idle_close=0.2)  # as the services close silent connections (after 30 s)
+    fwd = Forwarder([Route("hashserver", free_port(), ("127.0.0.1", upstream.port), tls=tls_pair[1], secret="s3cret")]).start()
+    try:
+        port = listen_port(fwd)
+        for attempt in range(5):
+            assert get(port, f"/n{attempt}") == 200, "a dead spare would leave the client without an answer"
+            time.sleep(0.4)  # the spares opened meanwhile are closed by then
+    finally:
+        fwd.stop()
+        upstream.stop()
