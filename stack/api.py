@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from . import doctor as client_versions
-from . import seamless_config, state
+from . import oplock, seamless_config, state
 from .backends import BACKENDS, Backend, backend_for
 from .connection import render, write_env_file
 from .errors import StackError
@@ -59,6 +59,11 @@ def check_output_file(path: Path) -> None:
 def up(spec: StackSpec, progress: Progress = quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS,
        gate: Gate = health_gate) -> Deployment:
     """Bring a stack up (or converge the one that exists) and write its environment output."""
+    with oplock.held(spec.name, "up"):
+        return _up(spec, progress, backends, gate)
+
+
+def _up(spec: StackSpec, progress: Progress, backends: Mapping[str, type[Backend]], gate: Gate) -> Deployment:
     started = time.monotonic()
     check_output_file(spec.env_file or StackFiles.of(spec.name).env)
     if state.exists(spec.name):
@@ -181,6 +186,11 @@ def _report_ready(deployment: Deployment, what: str, progress: Progress) -> None
 # -- the other commands -------------------------------------------------------------------
 def down(name: str, progress: Progress = quiet, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> None:
     """Stop a stack; data stays. Also cleans up after an unreadable record or a lost one."""
+    with oplock.held(name, "down"):
+        _down(name, progress, backends)
+
+
+def _down(name: str, progress: Progress, backends: Mapping[str, type[Backend]]) -> None:
     try:
         deployment = state.load(name)
     except state.CorruptRecord:
@@ -222,10 +232,10 @@ def logs(name: str, service: str | None = None, tail: int | None = None) -> str:
 
 
 def restart(name: str, service: str, progress: Progress = quiet) -> None:
-    deployment = state.load(name)
-    backend = backend_for(deployment)
-    backend.restart(service, progress)
-    health_gate(backend, 120, progress)
+    with oplock.held(name, "restart"):
+        backend = backend_for(state.load(name))
+        backend.restart(service, progress)
+        health_gate(backend, 120, progress)
 
 
 # -- Seamless projects and clients ----------------------------------------------------------

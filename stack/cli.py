@@ -125,11 +125,7 @@ def _images(args) -> int:
 def _tunnel(args) -> int:
     asked = args.port_range or os.environ.get("RANDOM_PORT_START") or os.environ.get("RANDOM_PORT_END")
     port_range = parse_port_range(args.port_range, os.environ) if asked else None  # else the stack's own
-    # Ctrl-C, `kill` or a closed terminal close the tunnel cleanly (files back as without it),
-    # also when started in the background of a script, where SIGINT arrives ignored.
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.default_int_handler)
-    try:
+    try:  # Ctrl-C, `kill` or a closed terminal close the tunnel cleanly (files back as without it)
         api.tunnel(args.name, args.format, on_ready=_environment_out, progress=progress, port_range=port_range)
     except KeyboardInterrupt:
         pass
@@ -171,7 +167,33 @@ def _one_line(text: str) -> str:
     return " | ".join(line.strip() for line in str(text).strip().splitlines() if line.strip())
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, handled as Ctrl-C is everywhere: `up` rolls back, `tunnel` closes."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _interrupt(signum, frame) -> None:
+    raise Interrupted(signum)
+
+
+SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _interrupt, signal.SIGHUP: _interrupt}
+
+
 def main(argv: list[str] | None = None) -> int:
+    """SIGINT is handled too where a script's `&` job started us with it ignored: `kill -INT`
+    must work. The handlers are put back on return (main also runs inside tests)."""
+    before = {sig: signal.signal(sig, handler) for sig, handler in SIGNALS.items()}
+    try:
+        return _main(argv)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         return _run(parser().parse_args(argv))
     except StackError as exc:
@@ -183,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
         message, code = f"`{_one_line(exc.cmd)[:80]}` did not finish within {exc.timeout:.0f}s: check that machine and try again", 2
     except OSError as exc:
         message, code = f"{exc.strerror or exc} ({exc.filename or 'no file'}): check that path and its permissions", 2
-    except KeyboardInterrupt:
-        print("seamless-stack: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        print(f"seamless-stack: interrupted ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except Exception as exc:  # a bug: still one line, and how to get the details
         if os.environ.get("SEAMLESS_STACK_DEBUG"):
             raise

@@ -79,6 +79,11 @@ class StackFiles:
     def tls(self) -> Path:
         return self.folder / f"{self.name}.tls"
 
+    @property
+    def lock(self) -> Path:
+        """Exists while an `up`, `down` or `restart` of the stack runs, locked by it (oplock.py)."""
+        return self.folder / f"{self.name}.lock"
+
     def remote_tls(self, home: str) -> str:
         """The credentials folder on a remote Docker host."""
         return f"{home}/.seamless/stacks/{self.name}.tls"

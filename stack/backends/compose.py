@@ -216,8 +216,12 @@ class ComposeBackend(Backend):
     def find_failure(self) -> tuple[str, str] | None:
         """An exited container, or one the engine keeps restarting. One restart is not a
         failure: a worker whose scheduler was killed exits and comes back by the restart
-        policy once `up` has started the scheduler again."""
-        for s in self.services():
+        policy once `up` has started the scheduler again. No container at all: removed under
+        us (a `down` meanwhile), which no wait repairs."""
+        services = self.services()
+        if not services:
+            return "stack", f"no container of stack {self.deployment.name!r} exists any more (removed meanwhile?)"
+        for s in services:
             first_seen = self._restarts_seen.setdefault(s.where, s.restarts)
             if s.state in ("exited", "dead"):
                 return s.service, f"container {s.where} is {s.state} (exit code {s.exit_code})"

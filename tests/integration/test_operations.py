@@ -5,11 +5,12 @@ name, and bad input is one line with nothing left behind."""
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 
 import pytest
 
-from .conftest import project_containers
+from .conftest import CLI, project_containers
 from .test_errors import assert_clean_failure
 
 
@@ -145,3 +146,53 @@ def test_cli_robustness(cli, tmp_path):
     networks = subprocess.run(["docker", "network", "ls", "--filter", "label=com.docker.compose.project=seamless-robust", "-q"],
                               capture_output=True, text=True).stdout.split()
     assert networks == []
+
+
+# -- one operation per stack; signals ------------------------------------------------------------
+def start_up(cli, name: str, *args: str, ignore_sigint: bool = False) -> subprocess.Popen:
+    """`up local` in the background, as a script's `&` job starts it (SIGINT ignored, if asked)."""
+    return subprocess.Popen([str(CLI), "up", "local", "--name", name, *args], env=cli.env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None)
+
+
+def read_until(process: subprocess.Popen, text: str, said: list[str]) -> None:
+    """Read the process's stderr line by line until a line holds `text` (the process still running)."""
+    while True:
+        line = process.stderr.readline()
+        assert line, f"ended before saying {text!r}: {''.join(said)}"
+        said.append(line)
+        if text in line:
+            return
+
+
+def test_two_ups_of_one_name_at_once_give_one_stack_and_one_clear_line(cli, tmp_path):
+    """Two `up`s of one name used to race in credentials and Compose names and leave no stack."""
+    name = cli.new_name()
+    first, said = start_up(cli, name, *storage(tmp_path)), []
+    read_until(first, "starting stack", said)
+    second = cli.up(name, *storage(tmp_path))
+    errors = [line for line in second.stderr.splitlines() if line.startswith("seamless-stack: error:")]
+    assert second.returncode == 2 and len(errors) == 1 and "Traceback" not in second.stderr, second.stderr
+    assert f"another `up` of stack {name!r} is running (pid {first.pid})" in errors[0], errors[0]
+    _, rest = first.communicate(timeout=600)
+    assert first.returncode == 0, "".join(said) + rest
+    assert cli.run("status", "--name", name).returncode == 0
+    assert cli.run("down", "--name", name).returncode == 0
+    assert not (cli.home / ".seamless" / "stacks" / f"{name}.lock").exists(), "no lock left behind"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_to_up_rolls_back_like_ctrl_c(cli, tmp_path, sig):
+    """SIGTERM (a scheduler's kill, systemd) and SIGINT to an `up` started with SIGINT ignored
+    (a script's `&` job): both roll back, say so, and leave nothing."""
+    name = cli.new_name()
+    up, said = start_up(cli, name, *storage(tmp_path), ignore_sigint=sig == signal.SIGINT), []
+    read_until(up, "starting stack", said)
+    up.send_signal(sig)
+    _, rest = up.communicate(timeout=120)
+    said.append(rest)
+    assert up.returncode == 128 + sig, "".join(said)
+    assert "rolling back" in rest and f"seamless-stack: interrupted ({signal.Signals(sig).name})" in rest, rest
+    assert project_containers(name) == [], "nothing left running"
+    assert not (cli.home / ".seamless" / "stacks" / f"{name}.json").exists(), "no record of a stack that is not there"
