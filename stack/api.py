@@ -70,7 +70,7 @@ def _up(spec: StackSpec, progress: Progress, backends: Mapping[str, type[Backend
         return _converge(state.load(spec.name), spec, progress, backends, gate)
     with _credentials_kept_only_on_success(spec.name):
         backend = backends[spec.method].prepare(spec, progress)
-        check_database_free(backend.deployment)
+        state.check_database_free(backend.deployment)
         leftovers = backend.leftovers()
         if leftovers:
             raise StackError(f"stack {spec.name!r} has no state record but {', '.join(leftovers)} still run",
@@ -91,28 +91,6 @@ def _up(spec: StackSpec, progress: Progress, backends: Mapping[str, type[Backend
         progress(f"WARNING: {warning}")
     seamless_config.refresh(backend.deployment, progress)  # connected Seamless projects: the new addresses
     return backend.deployment
-
-
-def check_database_free(deployment: Deployment, others: Callable[[], list[Deployment]] = state.load_all) -> None:
-    """One SQLite file, one writer: two database servers on one file corrupt it (and on a
-    network file system lose it). Another stack of this user on the same machine with the
-    same database directory holds it until its `down`."""
-    where = _services_host(deployment)
-    for other in others():
-        if other.name != deployment.name and _services_host(other) == where and \
-                os.path.normpath(other.database_dir) == os.path.normpath(deployment.database_dir):
-            raise StackError(f"database directory {deployment.database_dir} is held by stack {other.name!r} "
-                             "(one SQLite file has one writer)",
-                             f"give stack {deployment.name!r} its own --database-dir, or take the other down "
-                             f"(`seamless-stack down --name {other.name}`)")
-
-
-def _services_host(deployment: Deployment) -> str:
-    """The machine whose file system holds the storage: this one, or the SSH host (its user aside)."""
-    destination = deployment.ssh_destination or (deployment.slurm.login if deployment.slurm else None)
-    if not destination or destination == "this machine":
-        return "this machine"
-    return destination.rpartition("@")[2]
 
 
 @contextlib.contextmanager
@@ -137,9 +115,20 @@ def rollback(backend: Backend, cause: BaseException, progress: Progress) -> None
     progress(f"rolling back: stopping stack {name!r}")
     try:
         _guarded(backend.down, "stopping the stack", progress)
+        if isinstance(cause, KeyboardInterrupt):
+            _guarded(lambda: _stop_latecomers(backend), "stopping what started meanwhile", progress)
     finally:
         Path(backend.deployment.env_file).unlink(missing_ok=True)
         state.forget(name)
+
+
+def _stop_latecomers(backend: Backend, seconds: int = 3) -> None:
+    """An interrupted command may still be finishing: docker's Compose plugin outlives a killed
+    docker CLI and can create containers after the rollback's `down`. Watch, and stop those."""
+    for _ in range(seconds):
+        time.sleep(1)
+        if backend.leftovers():
+            backend.down()
 
 
 def _guarded(step: Callable[[], object], what: str, progress: Progress) -> None:

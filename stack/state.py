@@ -7,6 +7,8 @@ line about that stack alone: it never breaks `up` or `status` of another stack.
 from __future__ import annotations
 
 import json
+import os
+from typing import Callable
 
 from .errors import StackError
 from .files import private_dir, write_private
@@ -61,3 +63,25 @@ def load_all() -> list[Deployment]:
 
 def forget(name: str) -> None:
     StackFiles.of(name).record.unlink(missing_ok=True)
+
+
+def check_database_free(deployment: Deployment, others: Callable[[], list[Deployment]] = load_all) -> None:
+    """One SQLite file, one writer: two database servers on one file corrupt it (and on a
+    network file system lose it). Another stack of this user on the same machine with the
+    same database directory holds it until its `down`."""
+    where = _services_host(deployment)
+    for other in others():
+        if other.name != deployment.name and _services_host(other) == where and \
+                os.path.normpath(other.database_dir) == os.path.normpath(deployment.database_dir):
+            raise StackError(f"database directory {deployment.database_dir} is held by stack {other.name!r} "
+                             "(one SQLite file has one writer)",
+                             f"give stack {deployment.name!r} its own --database-dir, or take the other down "
+                             f"(`seamless-stack down --name {other.name}`)")
+
+
+def _services_host(deployment: Deployment) -> str:
+    """The machine whose file system holds the storage: this one, or the SSH host (its user aside)."""
+    destination = deployment.ssh_destination or (deployment.slurm.login if deployment.slurm else None)
+    if not destination or destination == "this machine":
+        return "this machine"
+    return destination.rpartition("@")[2]
