@@ -200,17 +200,7 @@ class ComposeBackend(Backend):
         except DockerException as exc:
             raise StackError(f"cannot list the containers of stack {self.deployment.name!r} ({error_text(exc, lines=3)})",
                              "check that the Docker engine runs and answers") from None
-        states = []
-        for record in records:
-            state = record["State"]
-            states.append(ServiceState(
-                service=(record["Config"].get("Labels") or {}).get("com.docker.compose.service", "?"),
-                where=record["Name"].lstrip("/"),
-                state="restarting" if state.get("Restarting") else state["Status"],
-                health=(state.get("Health") or {}).get("Status", ""),
-                exit_code=state.get("ExitCode") or 0,
-                restarts=record.get("RestartCount") or 0,
-            ))
+        states = [service_state(record) for record in records]
         return sorted(states, key=lambda s: (ROLES.index(s.service) if s.service in ROLES else 99, s.where))
 
     def find_failure(self) -> tuple[str, str] | None:
@@ -239,6 +229,20 @@ class ComposeBackend(Backend):
             _check_service(service)
         return ANSI.sub("", self._compose("logs", "check that the Docker engine runs and answers", lambda: self.docker.compose.logs(
             services=[service] if service else [], tail=str(tail) if tail is not None else None, no_log_prefix=False)))
+
+
+def service_state(record: dict) -> ServiceState:
+    """One container's `docker inspect` record as a service state. A container that does not
+    run has no health: Docker keeps its last health status ("starting") after it exited."""
+    state = record["State"]
+    return ServiceState(
+        service=(record["Config"].get("Labels") or {}).get("com.docker.compose.service", "?"),
+        where=record["Name"].lstrip("/"),
+        state="restarting" if state.get("Restarting") else state["Status"],
+        health=(state.get("Health") or {}).get("Status", "") if state["Status"] == "running" else "",
+        exit_code=state.get("ExitCode") or 0,
+        restarts=record.get("RestartCount") or 0,
+    )
 
 
 def _check_service(service: str) -> None:

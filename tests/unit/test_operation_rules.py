@@ -1,5 +1,6 @@
-"""One operation per stack at a time: the second `up`/`down`/`restart` of a name is refused
-in one line naming the first; the lock goes with the process, however it ends."""
+"""Rules of operating a stack: one operation per stack at a time (the second `up`/`down`/
+`restart` of a name is refused in one line naming the first; the lock goes with the process,
+however it ends); a stack whose containers are gone has failed; an exited container has no health."""
 
 import os
 import subprocess
@@ -58,3 +59,15 @@ def test_a_compose_stack_without_any_container_has_failed_at_once(tmp_path, monk
     monkeypatch.setattr(backend, "services", lambda: [])
     service, reason = backend.find_failure()
     assert service == "stack" and "no container of stack 's1' exists any more" in reason
+
+
+def test_an_exited_container_shows_no_stale_health():
+    """Docker keeps an exited container's last health status ("starting"): status must say exited."""
+    from seamless_stack.backends.compose import service_state
+
+    record = {"Name": "/seamless-s1-database-1", "Config": {"Labels": {"com.docker.compose.service": "database"}},
+              "State": {"Status": "exited", "ExitCode": 137, "Health": {"Status": "starting"}}, "RestartCount": 0}
+    exited = service_state(record)
+    assert (exited.service, exited.state, exited.health, exited.exit_code) == ("database", "exited", "", 137)
+    record["State"] = {"Status": "running", "Health": {"Status": "healthy"}}
+    assert service_state(record).health == "healthy"
