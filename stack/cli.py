@@ -184,8 +184,10 @@ SIGNALS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: _interrupt
 
 def main(argv: list[str] | None = None) -> int:
     """SIGINT is handled too where a script's `&` job started us with it ignored: `kill -INT`
-    must work. The handlers are put back on return (main also runs inside tests)."""
-    before = {sig: signal.signal(sig, handler) for sig, handler in SIGNALS.items()}
+    must work. A SIGHUP ignored on purpose (`nohup`) stays ignored. The handlers are put back
+    on return (main also runs inside tests)."""
+    nohup = signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    before = {sig: signal.signal(sig, handler) for sig, handler in SIGNALS.items() if not (nohup and sig == signal.SIGHUP)}
     try:
         return _main(argv)
     finally:
