@@ -96,12 +96,13 @@ def test_the_stack_is_the_compose_backend_and_compose_sees_its_variables_over_th
     assert isinstance(compose, DockerCompose) and not compose.wait, "up --detach, then the driver's gate"
     compose.start()
     compose.stop()
-    up, down, tc_up, tc_down = fake_docker()
+    up, stop, down, tc_up, tc_down = fake_docker()
     assert up["argv"][-4:] == ["up", "--detach", "--pull", "never"] and "down" in down["argv"]
+    assert stop["argv"][-1] == "worker" and "stop" in stop["argv"], "workers stop first, while the scheduler answers"
     assert tc_up["argv"][-2:] == ["up", "--detach"] and tc_down["argv"][-2:] == ["down", "--volumes"]
     assert f"HASHSERVER_BUFFER_DIR={stack.folder / 'buffers'}\n" in up["env_file"] and "THREADS=2\n" in up["env_file"]
     assert tc_up["env_file"] == up["env_file"], "the same variables, from the same writer"
-    for call in (up, down, tc_up, tc_down):
+    for call in (up, stop, down, tc_up, tc_down):
         argv = " ".join(call["argv"])
         assert f"--env-file {stack.folder / 'compose.env'}" in argv, argv
         project = call["env"].get("COMPOSE_PROJECT_NAME") or argv.split("--project-name ")[1].split()[0]
