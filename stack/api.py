@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from . import doctor as client_versions
-from . import oplock, seamless_config, state
+from . import credentials, oplock, seamless_config, state
 from .backends import BACKENDS, Backend, backend_for
 from .connection import render, write_env_file
 from .errors import StackError
@@ -295,6 +295,8 @@ def status(name: str, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> St
     if not state.exists(name) and seamless_config.connected(name):
         raise StackError(seamless_config.down_status(name))  # down, but projects still count on it
     deployment = state.load(name)
+    if deployment.credentials_dir:
+        credentials.Credentials(Path(deployment.credentials_dir)).check()
     backend = backend_for(deployment, dict(backends))
     try:
         with client_view(deployment) as view:

@@ -60,8 +60,13 @@ class Credentials:
         try:
             return (self.folder / "http.secret").read_text().strip()
         except OSError as exc:
-            raise StackError(f"the stack's credentials in {self.folder} cannot be read ({exc.strerror})",
-                             "bring the stack down and up again with `up --rotate`") from None
+            raise unreadable(self.folder, exc.strerror) from None
+
+    def check(self) -> None:
+        """The one-line repair, before anything uses a folder that lost files."""
+        missing = [f for f in FILES if not (self.folder / f).is_file()]
+        if missing:
+            raise unreadable(self.folder, f"missing: {', '.join(missing)}")
 
     @property
     def complete(self) -> bool:
@@ -197,7 +202,15 @@ def dask_client_variables(folder: str) -> dict[str, str]:
 def client_ssl_context(folder: str) -> ssl.SSLContext:
     """For the driver's own requests (health gate, status): trust the stack's CA, present the
     client certificate (the dashboard demands it). Host names are not checked, as Dask does not."""
-    context = ssl.create_default_context(cafile=f"{folder}/ca.crt")
-    context.check_hostname = False
-    context.load_cert_chain(f"{folder}/client.crt", f"{folder}/client.key")
+    try:  # ssl's errors name no file: say which folder, and the repair
+        context = ssl.create_default_context(cafile=f"{folder}/ca.crt")
+        context.check_hostname = False
+        context.load_cert_chain(f"{folder}/client.crt", f"{folder}/client.key")
+    except (OSError, ssl.SSLError) as exc:
+        raise unreadable(folder, getattr(exc, "strerror", None) or str(exc)) from None
     return context
+
+
+def unreadable(folder, reason: str) -> StackError:
+    return StackError(f"the stack's credentials in {folder} cannot be read ({reason})",
+                      "bring the stack down and up again with `up --rotate`")

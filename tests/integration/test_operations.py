@@ -196,3 +196,20 @@ def test_a_signal_to_up_rolls_back_like_ctrl_c(cli, tmp_path, sig):
     assert "rolling back" in rest and f"seamless-stack: interrupted ({signal.Signals(sig).name})" in rest, rest
     assert project_containers(name) == [], "nothing left running"
     assert not (cli.home / ".seamless" / "stacks" / f"{name}.json").exists(), "no record of a stack that is not there"
+
+
+def test_a_lost_credentials_folder_is_one_line_naming_it_and_rotate_repairs_it(cli, client, tmp_path):
+    """Before: `No such file or directory (no file)` from status and up, nothing to go on."""
+    name = cli.new_name()
+    assert cli.up(name, *storage(tmp_path)).returncode == 0
+    folder = cli.home / ".seamless" / "stacks" / f"{name}.tls"
+    shutil.rmtree(folder)
+    for args in (["status", "--name", name], ["up", "local", "--name", name, *storage(tmp_path)]):
+        result = cli.run(*args)
+        errors = [line for line in result.stderr.splitlines() if line.startswith("seamless-stack: error:")]
+        assert result.returncode == 2 and len(errors) == 1, result.stderr
+        assert f"the stack's credentials in {folder} cannot be read" in errors[0] and "up --rotate" in errors[0], errors[0]
+    assert cli.run("down", "--name", name).returncode == 0
+    assert cli.up(name, "--rotate", *storage(tmp_path)).returncode == 0
+    run = client.run(cli.env_file(name), "seamless-run", "echo repaired")
+    assert run.returncode == 0 and run.stdout.strip() == "repaired", run.stderr
