@@ -173,7 +173,18 @@ class ComposeBackend(Backend):
             detach=True, quiet=True, pull="never"))
 
     def converge(self, spec: StackSpec, progress: Progress) -> list[str]:
-        """`compose up` again with the same variables: Compose starts exactly what is not running."""
+        """`compose up` again with the same variables: Compose starts exactly what is not running.
+        A storage folder that is gone is made again (owner-only, the services' owner) and its
+        service recreated: the running container still holds the deleted folder."""
+        gone = {service: problem for service, problem in self.storage_problems().items() if problem.endswith("is gone")}
+        if gone:
+            progress(f"stack {self.deployment.name!r}: {'; '.join(gone.values())}: making it again, recreating {', '.join(gone)}")
+            d = self.deployment
+            host = LocalHost() if d.ssh_destination is None else SSHDockerHost(Destination.parse(d.ssh_destination)).probe()
+            host.prepare_dirs({service: {"hashserver": d.buffer_dir, "database": d.database_dir}[service] for service in gone},
+                              progress)
+            self._compose("up", "`seamless-stack logs` shows the services' output", lambda: self.docker.compose.up(
+                list(gone), detach=True, quiet=True, pull="never", force_recreate=True))
         services = self.services()
         stopped = sorted({s.service for s in services if not s.running})
         if len(services) < len(ROLES) - 1 + self.deployment.workers:
@@ -181,7 +192,7 @@ class ComposeBackend(Backend):
         if stopped:
             progress(f"stack {self.deployment.name!r}: starting again {', '.join(stopped)}")
             self.start(progress)
-        return stopped
+        return sorted({*stopped, *gone})
 
     def restart(self, service: str, progress: Progress) -> None:
         _check_service(service)

@@ -54,12 +54,21 @@ def test_restart_one_service(cli, tmp_path):
     assert container(name, "database") == before and cli.run("status", "--name", name).returncode == 0
 
 
-def test_a_deleted_buffer_directory_makes_status_unhealthy(cli, tmp_path):
+def test_a_deleted_buffer_directory_makes_status_unhealthy_and_up_repairs_it(cli, client, tmp_path):
     name = cli.new_name()
     assert cli.up(name, *storage(tmp_path)).returncode == 0
     shutil.rmtree(tmp_path / "b")
     result = cli.run("status", "--name", name)
     assert result.returncode == 1 and f"{tmp_path / 'b'} is gone" in result.stdout + result.stderr
+    # `up` used to say "already up and healthy" here; it makes the folder again and recreates
+    # the hashserver (whose container still held the deleted folder)
+    repaired = cli.up(name, *storage(tmp_path))
+    assert repaired.returncode == 0 and "making it again, recreating hashserver" in repaired.stderr, repaired.stderr
+    assert (tmp_path / "b").stat().st_mode & 0o777 == 0o700
+    assert cli.run("status", "--name", name).returncode == 0
+    run = client.run(cli.env_file(name), "seamless-run", "echo stored-again")
+    assert run.returncode == 0 and run.stdout.strip() == "stored-again", run.stderr
+    assert any(p.is_file() for p in (tmp_path / "b").rglob("*")), "the result buffer landed in the new folder"
 
 
 CORRUPT_RECORDS = ["{not json", "{}", '{"name": 3}', "[1, 2]", ""]
