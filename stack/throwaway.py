@@ -47,7 +47,8 @@ def compose(backend: ComposeBackend, folder: Path) -> DockerCompose:
     docker call (the stack's variables unset) with COMPOSE_PROJECT_NAME set. wait=False:
     `up --detach`, then the driver's health gate with the backend's crash-loop rule."""
     script = folder / "docker"
-    call = [*backend.docker_call()[:-1], f"COMPOSE_PROJECT_NAME={backend.deployment.project}", backend.docker_call()[-1]]
+    *unset, docker = backend.docker_call()
+    call = [*unset, f"COMPOSE_PROJECT_NAME={backend.deployment.project}", docker]
     write_private(script, f"#!/bin/sh\nexec {shlex.join(call)} \"$@\"\n")
     script.chmod(0o700)
     backend.write_env()

@@ -42,8 +42,9 @@ def port_taken(text: str) -> tuple[str, int] | None:
     return (match[1], int(match[2])) if match else None
 
 
-def _host(spec: StackSpec):
-    return LocalHost() if spec.remote is None else SSHDockerHost(spec.remote).probe()
+def _host(remote: Destination | None):
+    """Where the Docker engine runs, probed (its user's IDs and home): this machine or the remote."""
+    return LocalHost() if remote is None else SSHDockerHost(remote).probe()
 
 
 def _reserved_ports(spec: StackSpec, docker_host: str | None) -> set[int]:
@@ -85,7 +86,7 @@ class ComposeBackend(Backend):
     def prepare(cls, spec: StackSpec, progress: Progress) -> "ComposeBackend":
         local_docker = docker_tools.docker_client()
         engine = docker_tools.check_engine(local_docker)  # Compose itself is checked only when a compose call fails
-        host = _host(spec)
+        host = _host(spec.remote)
         host.check_bind(spec.bind)
         dirs = host.prepare_dirs({
             "buffer directory (--buffer-dir / HASHSERVER_BUFFER_DIR)": spec.buffer_dir,
@@ -179,10 +180,8 @@ class ComposeBackend(Backend):
         gone = {service: problem for service, problem in self.storage_problems().items() if problem.endswith("is gone")}
         if gone:
             progress(f"stack {self.deployment.name!r}: {'; '.join(gone.values())}: making it again, recreating {', '.join(gone)}")
-            d = self.deployment
-            host = LocalHost() if d.ssh_destination is None else SSHDockerHost(Destination.parse(d.ssh_destination)).probe()
-            host.prepare_dirs({service: {"hashserver": d.buffer_dir, "database": d.database_dir}[service] for service in gone},
-                              progress)
+            host = _host(self._remote())
+            host.prepare_dirs({service: self._storage()[service] for service in gone}, progress)
             self._compose("up", "`seamless-stack logs` shows the services' output", lambda: self.docker.compose.up(
                 list(gone), detach=True, quiet=True, pull="never", force_recreate=True))
         services = self.services()
@@ -233,10 +232,17 @@ class ComposeBackend(Backend):
                 return s.service, f"container {s.where} keeps restarting ({s.restarts} restarts, exit code {s.exit_code})"
         return None
 
+    def _remote(self) -> Destination | None:
+        return Destination.parse(self.deployment.ssh_destination) if self.deployment.ssh_destination else None
+
+    def _storage(self) -> dict[str, str]:
+        """service -> its storage folder, where the services run."""
+        return {"hashserver": self.deployment.buffer_dir, "database": self.deployment.database_dir}
+
     def storage_problems(self) -> dict[str, str]:
-        d = self.deployment
-        host = LocalHost() if d.ssh_destination is None else SSHDockerHost(Destination.parse(d.ssh_destination))
-        return storage_problems(host.shell, {"hashserver": d.buffer_dir, "database": d.database_dir})
+        remote = self._remote()  # a shell there is enough: no probe
+        host = LocalHost() if remote is None else SSHDockerHost(remote)
+        return storage_problems(host.shell, self._storage())
 
     def logs(self, service: str | None = None, tail: int | None = None) -> str:
         if service is not None:
