@@ -27,6 +27,7 @@ from pathlib import Path
 from .errors import StackError
 from .files import write_private
 from .layout import SERVICE_ROLES
+from .progress import Progress
 from .shell import Shell, quote
 
 FILES = ("ca.crt", "ca.key", "server.crt", "server.key", "client.crt", "client.key", "http.secret", "bundle.pem")
@@ -74,18 +75,28 @@ class Credentials:
 
     def names(self) -> set[str]:
         """The host names and addresses server.crt is valid for."""
-        text = _openssl("x509", "-in", self.path("server.crt"), "-noout", "-ext", "subjectAltName")
-        return {entry.split(":", 1)[1].strip() for entry in text.split("\n", 1)[-1].split(",") if ":" in entry}
+        return {_normal(name) for name in _names(self.path("server.crt"), "subjectAltName")}
+
+    def permitted(self) -> set[str]:
+        """The names the CA may certify (its name constraints; none: a CA made before them)."""
+        return {_normal(name.split("/", 1)[0]) for name in _names(self.path("ca.crt"), "nameConstraints")}
 
 
-def ensure(folder: Path, stack: str, names: tuple[str, ...] = (), rotate: bool = False) -> Credentials:
+def ensure(folder: Path, stack: str, names: tuple[str, ...] = (), rotate: bool = False,
+           progress: Progress = lambda line: None) -> Credentials:
     """The stack's credentials, made once (all of them anew with `rotate`). server.crt alone
-    is signed again when it lacks one of `names` (a node or address clients now use): the
-    CA, the client identity and the secret, which clients hold, stay. Owner-only throughout."""
+    is signed again when it lacks one of `names` (an address clients now use) that the CA's
+    name constraints permit: the CA, the client identity and the secret, which clients hold,
+    stay. A name outside them (a node added to the cluster, another --bind) makes all anew,
+    with a line saying so. Owner-only throughout."""
     creds = Credentials(folder)
-    wanted = set(COMPOSE_NAMES) | set(names)
+    wanted = {_normal(name) for name in (*COMPOSE_NAMES, *names) if name}
     if rotate or not creds.complete:
-        _make_identity(creds, stack)
+        _make_identity(creds, stack, wanted)
+    elif not wanted <= (permitted := creds.permitted()):
+        why = f"may not certify {', '.join(sorted(wanted - permitted))}" if permitted else "predates name constraints"
+        progress(f"new credentials for stack {stack!r}: its CA {why}; clients source the environment again")
+        _make_identity(creds, stack, wanted)
     elif _expiring(creds.path("client.crt")):
         _sign_client(creds, stack, renew=True)
     if creds.complete and wanted <= creds.names() and not _expiring(creds.path("server.crt")):
@@ -120,8 +131,8 @@ def _expiring(certificate: str) -> bool:
     return check.returncode != 0
 
 
-def _make_identity(creds: Credentials, stack: str) -> None:
-    """A new CA, client identity, secret and bundle; server.crt follows."""
+def _make_identity(creds: Credentials, stack: str, names: set[str]) -> None:
+    """A new CA (for `names` alone), client identity, secret and bundle; server.crt follows."""
     folder = creds.folder
     if shutil.which("openssl") is None:
         raise StackError("openssl is needed to make the stack's credentials", "install it (Debian: apt-get install openssl)")
@@ -129,9 +140,10 @@ def _make_identity(creds: Credentials, stack: str) -> None:
         shutil.rmtree(folder)
     folder.mkdir(parents=True, mode=0o700)
     folder.chmod(0o700)
-    # pathlen:0: the CA signs only end certificates, never another CA.
+    # pathlen:0: the CA signs only end certificates, never another CA; and only for `names`.
     _openssl("req", "-x509", *KEY, "-days", str(CA_DAYS), "-subj", f"/CN=seamless-stack {stack} CA",
              "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0", "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+             "-addext", f"nameConstraints={_name_constraints(names)}",
              "-keyout", creds.path("ca.key"), "-out", creds.path("ca.crt"))
     _sign_client(creds, stack)
     _write(folder / "http.secret", secrets.token_urlsafe(32) + "\n")
@@ -155,13 +167,38 @@ def install(shell: Shell, folder: Path, target: str, owner: tuple[int, int] | No
     return target
 
 
+def _entry(name: str, constraint: bool = False) -> str:
+    """A name as openssl's extension syntax has it; a constraint's address is a one-address net."""
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return f"DNS:{name}"
+    return f"IP:{address}/{ipaddress.ip_network(address).netmask}" if constraint else f"IP:{address}"
+
+
+def _normal(name: str) -> str:
+    """One spelling per address (openssl prints IPv6 constraints in full)."""
+    try:
+        return str(ipaddress.ip_address(name))
+    except ValueError:
+        return name
+
+
 def _alt_names(names: set[str]) -> str:
-    def entry(name: str) -> str:
-        try:
-            return f"IP:{ipaddress.ip_address(name)}"
-        except ValueError:
-            return f"DNS:{name}"
-    return ",".join(sorted(entry(n) for n in names if n))
+    return ",".join(sorted(_entry(n) for n in names if n))
+
+
+def _name_constraints(names: set[str]) -> str:
+    """Exactly these names (and, for a DNS name, names under it): the CA certifies nothing
+    else, so the bundle clients trust as SSL_CERT_FILE vouches for no other server."""
+    return "critical," + ",".join(sorted(f"permitted;{_entry(n, constraint=True)}" for n in names if n))
+
+
+def _names(certificate: str, extension: str) -> set[str]:
+    """The DNS and IP entries of one extension of a certificate (IP constraints as ADDRESS/MASK)."""
+    text = _openssl("x509", "-in", certificate, "-noout", "-ext", extension)
+    entries = text.replace("\n", ",").split(",")
+    return {e.split(":", 1)[1].strip() for e in entries if e.strip().startswith(("DNS:", "IP:", "IP Address:"))}
 
 
 def _system_roots() -> str:

@@ -97,7 +97,7 @@ class ComposeBackend(Backend):
         credentials_dirs = None
         if not spec.insecure:
             names = {host.name, spec.bind} | ({spec.remote.host} if spec.remote else set())
-            creds = credentials.ensure(StackFiles.of(spec.name).tls, spec.name, tuple(names - set(WILDCARDS)), spec.rotate)
+            creds = credentials.ensure(StackFiles.of(spec.name).tls, spec.name, tuple(names - set(WILDCARDS)), spec.rotate, progress)
             credentials_dirs = (str(creds.folder), host.install_credentials(creds.folder, spec.name))
         deployment = compose_plan(spec, tags, host, tuple(dirs.values()),
                                   reserved_ports=_reserved_ports(spec, host.docker_host), credentials_dirs=credentials_dirs)

@@ -63,7 +63,7 @@ class SlurmBackend(Backend):
         }, progress=progress)
         stack_dir = StackFiles.of(spec.name).slurm_dir(facts.home)
         # Services may land on any node: the certificate names them all (and loopback, for tunnels).
-        creds = credentials.ensure(StackFiles.of(spec.name).tls, spec.name, facts.nodes, spec.rotate)
+        creds = credentials.ensure(StackFiles.of(spec.name).tls, spec.name, facts.nodes, spec.rotate, progress)
         # Owner-only: the credentials, and the jobs' logs (Seamless' worker plugin logs its URLs, secret included).
         shell.run(f"mkdir -p {quote(stack_dir)} && chmod 700 {quote(stack_dir)}", what="making the stack folder")
         credentials.install(shell, creds.folder, ClusterFiles(stack_dir).tls)

@@ -158,16 +158,43 @@ def test_invalid_slurm_options(options, message):
         build_spec(name="s", method="slurm", slurm=options, environ={"HOME": "/h"})
 
 
-def test_credentials_are_owner_only_and_a_new_address_signs_only_the_server_certificate(tmp_path):
+def test_credentials_are_owner_only_kept_for_the_names_they_hold_and_rotated_on_demand(tmp_path):
     folder = tmp_path / "s.tls"
-    first = credentials.ensure(folder, "s")
-    secret, ca = first.secret, (folder / "ca.crt").read_text()
+    first = credentials.ensure(folder, "s", ("node7", "10.0.0.7", "node8"))
+    secret, ca, server = first.secret, (folder / "ca.crt").read_text(), (folder / "server.crt").read_text()
     again = credentials.ensure(folder, "s", ("node7", "10.0.0.7"))
     assert {"node7", "10.0.0.7"} <= again.names() and again.secret == secret and (folder / "ca.crt").read_text() == ca
+    assert (folder / "server.crt").read_text() == server
     assert folder.stat().st_mode & 0o777 == 0o700
     assert all(path.stat().st_mode & 0o077 == 0 for path in folder.iterdir()), "every file 0600"
     rotated = credentials.ensure(folder, "s", rotate=True)
     assert rotated.secret != secret and (folder / "ca.crt").read_text() != ca
+
+
+def test_the_ca_certifies_only_the_stacks_names_and_a_name_outside_them_makes_new_credentials(tmp_path):
+    import subprocess
+    folder, lines = tmp_path / "s.tls", []
+    creds = credentials.ensure(folder, "s", ("node7", "10.0.0.7", "::1"))
+    assert {"node7", "10.0.0.7", "::1", "127.0.0.1", "localhost", "hashserver"} <= creds.permitted()
+
+    def verify(certificate):
+        return subprocess.run(["openssl", "verify", "-CAfile", str(folder / "bundle.pem"), str(certificate)],
+                              capture_output=True, text=True)
+
+    assert verify(folder / "server.crt").returncode == 0 and verify(folder / "client.crt").returncode == 0
+    # whoever got hold of the CA key cannot make a certificate the bundle (SSL_CERT_FILE) accepts for another server
+    for alt in ("DNS:example.org", "IP:10.9.9.9", "DNS:node7.example.org.evil"):
+        subprocess.run(["openssl", "req", "-x509", *credentials.KEY, "-CA", str(folder / "ca.crt"), "-CAkey",
+                        str(folder / "ca.key"), "-subj", "/CN=rogue", "-addext", f"subjectAltName={alt}",
+                        "-keyout", str(tmp_path / "rogue.key"), "-out", str(tmp_path / "rogue.crt")], check=True, capture_output=True)
+        refused = verify(tmp_path / "rogue.crt")
+        assert refused.returncode != 0 and "permitted subtree violation" in refused.stdout + refused.stderr, alt
+    ca, secret = (folder / "ca.crt").read_text(), creds.secret
+    credentials.ensure(folder, "s", ("node7",), progress=lines.append)
+    assert lines == [] and (folder / "ca.crt").read_text() == ca, "a permitted name changes nothing"
+    moved = credentials.ensure(folder, "s", ("node9",), progress=lines.append)
+    assert "node9" in moved.permitted() and (folder / "ca.crt").read_text() != ca and moved.secret != secret
+    assert len(lines) == 1 and "may not certify node9" in lines[0] and "source the environment again" in lines[0], lines
 
 
 def test_storage_is_made_owner_only_and_an_open_folder_is_tightened(tmp_path):
