@@ -39,6 +39,7 @@ from seamless_stack.spec import StackSpec, option_default
 ROOT = Path(__file__).resolve().parents[1]
 LOCKS = {role: ROOT / "images" / "lock" / f"{role}.txt" for role in ("hashserver", "database", "dask")}
 PRELOAD = ROOT / "images" / "preload" / "seamless_stack_preload.py"
+SITE = ROOT / "images" / "site"  # the images' sitecustomize (log redaction, connection limits), which the preload uses
 PYTHON = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else "python3"  # Debian's, as in the images
 HOST = "127.0.0.1"
 THROTTLE = option_default(StackSpec, "throttle")  # Dask threads per Seamless worker, as the images
@@ -137,7 +138,8 @@ class BareStack:
     def _spawn_dask(self, venv: Path) -> None:
         """The scheduler and workers as the images start them."""
         p = self.ports
-        dask_env = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False", "DASK_DISTRIBUTED__SCHEDULER__UNKNOWN_TASK_DURATION": "1m"}
+        dask_env = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False", "DASK_DISTRIBUTED__SCHEDULER__UNKNOWN_TASK_DURATION": "1m",
+                    "PYTHONPATH": str(SITE)}
         self._spawn("scheduler", venv, ["dask", "scheduler", "--protocol", "tcp", "--host", HOST,
                                              "--port", str(p["scheduler"]), "--dashboard-address", f"{HOST}:{p['dashboard']}",
                                              "--preload", str(PRELOAD)],

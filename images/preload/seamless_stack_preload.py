@@ -27,6 +27,7 @@ import os
 import ssl
 
 from distributed.protocol.pickle import dumps
+from sitecustomize import DASHBOARD_CONNECTIONS, StreamCap  # images/site: on every image's path
 from seamless_dask.worker_setup import SeamlessWorkerPlugin
 from tornado.web import Application, RequestHandler
 
@@ -89,6 +90,8 @@ def dask_setup(scheduler):
     http_server = getattr(scheduler, "http_server", None)
     if http_server is not None and getattr(http_server, "conn_params", None) is not None:
         http_server.conn_params.header_timeout = HEADER_TIMEOUT  # tornado's default: an hour
+        handle, cap = http_server.handle_stream, StreamCap(DASHBOARD_CONNECTIONS)
+        http_server.handle_stream = lambda stream, address: handle(stream, address) if cap.admit(stream) else None
     ssl_options = getattr(http_server, "ssl_options", None)
     if isinstance(ssl_options, ssl.SSLContext):
         ssl_options.verify_mode = ssl.CERT_REQUIRED  # the context every new connection is wrapped with

@@ -32,8 +32,46 @@ logging.Formatter.format = _redacted
 # so processes that never import Dask pay nothing).
 HANDSHAKE_TIMEOUT = 30.0
 
+# Connection limits: nobody, credentials or not, makes a service hold more sockets than
+# these. Dask listeners and the dashboard close a connection beyond theirs on arrival (tornado
+# spins on an accept that fails, so a kernel limit would not do there); the hashserver and
+# database run under an open-files limit, at which libuv sheds and asyncio pauses accepting.
+DASK_CONNECTIONS = 4096  # per Dask process (a scheduler holds a few per worker and client)
+DASHBOARD_CONNECTIONS = 256
+GUARD_OPEN_FILES = 1024  # hashserver, database: connections and files together
 
-def _limit_tls_handshake(tcp) -> None:
+
+class StreamCap:
+    """At most `limit` open tornado streams through one door; more are closed on arrival,
+    before their TLS handshake."""
+
+    def __init__(self, limit: int):
+        import weakref
+
+        self.limit, self.streams = limit, weakref.WeakSet()
+
+    def admit(self, stream) -> bool:
+        if sum(1 for s in list(self.streams) if not s.closed()) >= self.limit:
+            stream.close()
+            return False
+        self.streams.add(stream)
+        return True
+
+
+def open_files(limit: int, exact: bool = False) -> None:
+    """This process' open-files limit: raised to `limit` where the hard limit allows (a login
+    node's 1024 would cap Dask before DASK_CONNECTIONS), or (exact) set to it, hard as well."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ceiling = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+    if exact:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, ceiling))
+    elif soft != resource.RLIM_INFINITY and soft < ceiling:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+
+
+def _harden_dask_listeners(tcp) -> None:
     import asyncio
 
     prepare = tcp.TLSListener._prepare_stream
@@ -46,6 +84,14 @@ def _limit_tls_handshake(tcp) -> None:
             return None
 
     tcp.TLSListener._prepare_stream = _prepare_stream
+    handle, cap = tcp.BaseTCPListener._handle_stream, StreamCap(DASK_CONNECTIONS)
+
+    async def _handle_stream(self, stream, address):
+        if cap.admit(stream):
+            return await handle(self, stream, address)
+
+    tcp.BaseTCPListener._handle_stream = _handle_stream  # bound to tornado's server at listener start
+    open_files(DASK_CONNECTIONS + 1024)
 
 
 class _PatchOnImport:
@@ -70,7 +116,7 @@ class _PatchOnImport:
 
         def patched(module):
             exec_module(module)
-            _limit_tls_handshake(module)
+            _harden_dask_listeners(module)
 
         spec.loader.exec_module = patched
         return spec

@@ -161,6 +161,13 @@ def project_containers(name: str) -> list[str]:
     return out.stdout.split()
 
 
+def container(name: str, service: str) -> str:
+    """The (first) container of one service of a stack, running or not."""
+    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project=seamless-{name}",
+                          "--filter", f"label=com.docker.compose.service={service}"], capture_output=True, text=True, check=True)
+    return out.stdout.split()[0]
+
+
 def service_hostnames(name: str, service: str) -> set[str]:
     """Container hostnames (short IDs) of one service of a stack."""
     out = subprocess.run(

@@ -10,19 +10,13 @@ import subprocess
 
 import pytest
 
-from .conftest import CLI, project_containers
+from .conftest import CLI, container, project_containers
 from .test_errors import assert_clean_failure
 
 
 def storage(tmp_path, database: str = "d"):
     """A shared buffer store; a database of its own for every stack that runs beside another."""
     return "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / database)
-
-
-def container(name: str, service: str) -> str:
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project=seamless-{name}",
-                          "--filter", f"label=com.docker.compose.service={service}"], capture_output=True, text=True, check=True)
-    return out.stdout.split()[0]
 
 
 def test_killed_services_come_back_with_up_same_ports_same_data(cli, client, tmp_path):

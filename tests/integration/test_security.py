@@ -13,7 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from .conftest import CLI
+from .conftest import CLI, container
 
 INTRUDER_UID = 12345
 
@@ -319,6 +319,56 @@ def assert_silent_connections_closed(record: dict, host: str, within: float = 60
     assert not sockets, f"still open after {within:.0f}s: {sorted(sockets)}"
 
 
+def connection_limits() -> dict[str, int]:
+    """Each listener's limit, as the images define it (images/site/sitecustomize.py)."""
+    import runpy
+    from seamless_stack.resources import images_dir
+    site = runpy.run_path(str(images_dir() / "site" / "sitecustomize.py"))
+    return {"hashserver": site["GUARD_OPEN_FILES"], "database": site["GUARD_OPEN_FILES"],
+            "scheduler": site["DASK_CONNECTIONS"], "dashboard": site["DASHBOARD_CONNECTIONS"]}
+
+
+def service_process(name: str, service: str) -> Path:
+    """/proc of the service's own process (the child of the container's init)."""
+    init = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", container(name, service)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    child = Path(f"/proc/{init}/task/{init}/children").read_text().split()[0]
+    return Path(f"/proc/{child}")
+
+
+def assert_connection_limits(name: str, record: dict, host: str, extra: int = 64) -> None:
+    """A flood of connections (no credentials, nothing sent) on every listener: no service holds
+    more sockets than its limit, and each serves its owner again once the flood ends."""
+    import resource
+    import socket
+    import time
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    limits = connection_limits()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, 2 * sum(limits.values()) + 4 * extra)), hard))
+    ports, held = record["placement"]["ports"], {}
+    processes = {service: service_process(name, "scheduler" if service == "dashboard" else service) for service in limits}
+    try:
+        for service, limit in limits.items():
+            held[service] = []
+            for _ in range(limit + extra):
+                try:
+                    held[service].append(socket.create_connection((host, ports[service]), timeout=5))
+                except OSError:  # the backlog is full: the kernel turns the rest away
+                    break
+        time.sleep(3)
+        sockets = {service: sum(1 for fd in (processes[service] / "fd").iterdir()
+                                if fd.exists() and "socket:" in str(fd.readlink())) for service in limits}
+        over = {s: (sockets[s], limits[s]) for s in ("hashserver", "database") if sockets[s] > limits[s]}
+        # the scheduler's process holds the dashboard's and Dask's sockets: both limits together
+        if sockets["scheduler"] > limits["scheduler"] + limits["dashboard"] + 64:
+            over["scheduler"] = (sockets["scheduler"], limits["scheduler"] + limits["dashboard"])
+        assert over == {}, f"sockets held over the limit: {over}"
+    finally:
+        for sock in (s for group in held.values() for s in group):
+            sock.close()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def test_an_intruder_on_the_machine_gets_nothing_the_owner_gets_everything(cli, client, tmp_path):
     name = cli.new_name()
     assert cli.up(name, "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d")).returncode == 0
@@ -336,6 +386,9 @@ def test_an_intruder_on_the_machine_gets_nothing_the_owner_gets_everything(cli, 
     assert [str(path) for path in stored if path.stat().st_mode & 0o077] == [], "readable by others"
     assert_no_secret_in_logs(cli, client, name, record)
     assert_silent_connections_closed(record, "127.0.0.1")
+    assert_connection_limits(name, record, "127.0.0.1")
+    again = client.run(cli.env_file(name), "seamless-run", "echo after-the-flood")
+    assert again.returncode == 0 and again.stdout.strip() == "after-the-flood", again.stderr
     env = json.loads(cli.run("env", "--name", name, "--format", "json").stdout)
     assert env["SEAMLESS_DASK_SCHEDULER"].startswith("tls://") and "@127.0.0.1:" in env["SEAMLESS_REMOTE_CLIENTS"]
 

@@ -91,3 +91,36 @@ def test_the_servers_files_are_owner_only(tmp_path, monkeypatch):
     finally:
         os.umask(old)
     assert chmods == [0o3700, 0o400]
+
+
+def test_stream_cap_closes_what_comes_beyond_the_limit_and_counts_only_open_streams():
+    import runpy
+    site = runpy.run_path(str(images_dir() / "site" / "sitecustomize.py"))
+
+    class Stream:  # the two methods of tornado's IOStream the cap uses
+        def __init__(self):
+            self.open = True
+
+        def closed(self):
+            return not self.open
+
+        def close(self):
+            self.open = False
+
+    cap, streams = site["StreamCap"](3), [Stream() for _ in range(5)]
+    assert [cap.admit(s) for s in streams] == [True, True, True, False, False]
+    assert [s.open for s in streams] == [True, True, True, False, False]
+    streams[0].close()
+    late = Stream()
+    assert cap.admit(late) and late.open, "a closed stream frees its place"
+
+
+def test_open_files_sets_the_guards_limit_and_only_raises_a_dask_processs():
+    import subprocess
+    import sys
+    site = images_dir() / "site" / "sitecustomize.py"
+    script = ("import resource, runpy; s = runpy.run_path(%r); n = resource.RLIMIT_NOFILE; "
+              "resource.setrlimit(n, (256, resource.getrlimit(n)[1])); s['open_files'](512); a = resource.getrlimit(n)[0]; "
+              "s['open_files'](300); b = resource.getrlimit(n)[0]; s['open_files'](400, exact=True); print(a, b, *resource.getrlimit(n))")
+    out = subprocess.run([sys.executable, "-c", script % str(site)], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["512", "512", "400", "400"]
