@@ -41,8 +41,12 @@ def _get(url: str, context: ssl.SSLContext | None = None, timeout: float = 2.0) 
 
 
 def _not_answering(exc: Exception) -> bool:
-    """Refused, reset or timed out: a service that is still starting, not a failure."""
+    """Refused, reset or timed out: a service that is still starting, not a failure. A
+    certificate the client refuses is an answer (ssl's errors are OSErrors too): the wrong
+    server on the port, which the gate must name, not wait for."""
     reason = getattr(exc, "reason", exc)
+    if isinstance(reason, ssl.SSLCertVerificationError) or isinstance(exc, ssl.SSLCertVerificationError):
+        return False
     return isinstance(reason, (ConnectionError, TimeoutError, OSError)) or isinstance(exc, (ConnectionError, TimeoutError))
 
 

@@ -45,6 +45,35 @@ def test_a_service_that_does_not_listen_yet_is_starting_not_an_errno():
     assert SeamlessWorkersWait("worker", f"http://127.0.0.1:{port}/ready", 2).check() == (False, "scheduler starting")
 
 
+def test_a_server_with_another_stacks_certificate_is_an_answer_not_a_service_starting(tmp_path):
+    import ssl
+
+    from seamless_stack import credentials
+    ours, theirs = (credentials.ensure(tmp_path / f"{n}.tls", n).folder for n in ("ours", "theirs"))
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"OK")
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(f"{theirs}/server.crt", f"{theirs}/server.key")
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"https://127.0.0.1:{server.server_address[1]}/healthcheck"
+        ok, detail = HttpWait("database", url, "OK", credentials.client_ssl_context(str(ours))).check()
+        assert not ok and detail.startswith("answers") and "certificate verify failed" in detail, detail
+        assert HttpWait("database", url, "OK", credentials.client_ssl_context(str(theirs))).check() == (True, "ok")
+    finally:
+        server.shutdown()
+
+
 def test_worker_readiness_in_words():
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
