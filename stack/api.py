@@ -13,7 +13,7 @@ import contextlib
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
@@ -284,6 +284,7 @@ class StackStatus:
     scaling: str  # how workers come and go
     problems: list[str]  # empty when the stack is healthy
     projects: list[str]  # the connected Seamless projects, and whether they can work now
+    notes: list[str] = field(default_factory=list)  # what the owner should do soon, not a fault
 
     @property
     def healthy(self) -> bool:
@@ -295,8 +296,14 @@ def status(name: str, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> St
     if not state.exists(name) and seamless_config.connected(name):
         raise StackError(seamless_config.down_status(name))  # down, but projects still count on it
     deployment = state.load(name)
+    notes = []
     if deployment.credentials_dir:
-        credentials.Credentials(Path(deployment.credentials_dir)).check()
+        creds = credentials.Credentials(Path(deployment.credentials_dir))
+        creds.check()
+        if creds.expiring():  # a Slurm services job takes new ones up only when it starts anew
+            renew = (f"`seamless-stack down --name {name}`, then `up {deployment.method}`" if deployment.slurm
+                     else f"`seamless-stack up {deployment.method} --name {name}`")
+            notes.append(f"certificates end within {credentials.RENEW_DAYS} days: {renew} with its options signs them again")
     backend = backend_for(deployment, dict(backends))
     try:
         with client_view(deployment) as view:
@@ -320,7 +327,7 @@ def status(name: str, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> St
     problems += [refused] if refused else []
     problems = list(dict.fromkeys(problems))
     return StackStatus(deployment, rows, answers["worker"][1], scaling, problems,
-                       seamless_config.status_lines(deployment, healthy=not problems))
+                       seamless_config.status_lines(deployment, healthy=not problems), notes)
 
 
 def _ports_of(deployment: Deployment, role: str) -> str:

@@ -97,7 +97,7 @@ def _status(args) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     print(f"workers: {report.workers_ready}; {report.scaling}")
     print(f"buffers: {d.buffer_dir}\ndatabase: {d.database_dir}\nenvironment: {d.env_file}")
-    for line in report.projects:
+    for line in [*report.projects, *report.notes]:
         print(line)
     if not report.healthy:
         print(f"seamless-stack: error: stack {d.name!r} is not healthy ({'; '.join(report.problems)}): "

@@ -77,6 +77,10 @@ class Credentials:
         """The host names and addresses server.crt is valid for."""
         return {_normal(name) for name in _names(self.path("server.crt"), "subjectAltName")}
 
+    def expiring(self) -> bool:
+        """Whether server.crt or client.crt ends within RENEW_DAYS: the next `up` signs them again."""
+        return any(_expiring(self.path(file)) for file in ("server.crt", "client.crt"))
+
     def permitted(self) -> set[str]:
         """The names the CA may certify (its name constraints; none: a CA made before them)."""
         return {_normal(name.split("/", 1)[0]) for name in _names(self.path("ca.crt"), "nameConstraints")}

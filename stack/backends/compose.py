@@ -184,6 +184,7 @@ class ComposeBackend(Backend):
             host.prepare_dirs({service: self._storage()[service] for service in gone}, progress)
             self._compose("up", "`seamless-stack logs` shows the services' output", lambda: self.docker.compose.up(
                 list(gone), detach=True, quiet=True, pull="never", force_recreate=True))
+        renewed = self._renew_certificates(progress)
         services = self.services()
         stopped = sorted({s.service for s in services if not s.running})
         if len(services) < len(ROLES) - 1 + self.deployment.workers:
@@ -191,7 +192,23 @@ class ComposeBackend(Backend):
         if stopped:
             progress(f"stack {self.deployment.name!r}: starting again {', '.join(stopped)}")
             self.start(progress)
-        return sorted({*stopped, *gone})
+        return sorted({*stopped, *gone, *renewed})
+
+    def _renew_certificates(self, progress: Progress) -> list[str]:
+        """Certificates near their end are signed again under the same CA (the client's with
+        the key clients hold) and each service restarted once to take them up: running clients
+        reconnect once; their environment output stays valid."""
+        d = self.deployment
+        creds = credentials.Credentials(StackFiles.of(d.name).tls)
+        if not d.credentials_dir or not creds.expiring():
+            return []
+        progress(f"stack {d.name!r}: its certificates end within {credentials.RENEW_DAYS} days: "
+                 "signing them again under the same CA, restarting each service once")
+        credentials.ensure(creds.folder, d.name, tuple(creds.names()), progress=progress)
+        _host(self._remote()).install_credentials(creds.folder, d.name)
+        for service in ROLES:  # the workers last: they reconnect to the restarted scheduler anyway
+            self.restart(service, progress)
+        return list(ROLES)
 
     def restart(self, service: str, progress: Progress) -> None:
         _check_service(service)

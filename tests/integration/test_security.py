@@ -403,6 +403,45 @@ def test_insecure_is_refused_off_loopback_and_said_loudly(cli, tmp_path):
     assert "security: NONE (--insecure)" in status.stdout
 
 
+def assert_up_renews_certificates_near_their_end(cli, client, name: str, storage: tuple, record: dict) -> None:
+    """Certificates 2 days from their end on a running stack: `up` signs them again under the
+    same CA and restarts each service once; the hashserver presents the new one, and the
+    owner's client computes with the environment it already had."""
+    import socket
+    import ssl
+    import time
+    from seamless_stack import credentials
+    folder = Path(record["credentials_dir"])
+    env_before, client_key = cli.env_file(name).read_text(), (folder / "client.key").read_text()
+    names = credentials._alt_names(credentials.Credentials(folder).names())
+    for file, key, alt in (("server.crt", "server.key", names), ("client.crt", "client.key", None)):
+        subprocess.run(["openssl", "req", "-x509", "-key", str(folder / key), "-CA", str(folder / "ca.crt"), "-CAkey",
+                        str(folder / "ca.key"), "-days", "2", "-subj", "/CN=ending soon",
+                        *(("-addext", f"subjectAltName={alt}") if alt else ()), "-out", str(folder / file)],
+                       check=True, capture_output=True)
+
+    def presented() -> int:
+        """Seconds until the end of the certificate the hashserver presents."""
+        context = ssl.create_default_context(cafile=str(folder / "ca.crt"))
+        context.check_hostname = False
+        port = record["placement"]["ports"]["hashserver"]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw, context.wrap_socket(raw) as tls:
+            return ssl.cert_time_to_seconds(tls.getpeercert()["notAfter"]) - int(time.time())
+
+    assert cli.run("restart", "--name", name, "hashserver").returncode == 0
+    assert presented() < 3 * 86400, "the stack now serves the ending certificate"
+    assert "certificates end within 30 days" in cli.run("status", "--name", name).stdout
+    up = cli.up(name, *storage)
+    assert up.returncode == 0 and "certificates end within" in up.stderr and "started again" in up.stderr, up.stderr
+    assert presented() > 60 * 86400, "renewed, and served"
+    assert (folder / "client.key").read_text() == client_key and cli.env_file(name).read_text() == env_before
+    run = client.run(cli.env_file(name), "seamless-run", "echo renewed")
+    assert run.returncode == 0 and run.stdout.strip() == "renewed", run.stderr
+    again = cli.up(name, *storage)
+    assert again.returncode == 0 and "already up and healthy" in again.stderr, again.stderr
+    assert "certificates end" not in cli.run("status", "--name", name).stdout
+
+
 def test_rotate_makes_new_credentials_and_the_old_ones_stop_working(cli, client, tmp_path):
     name = cli.new_name()
     storage = ("--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / "d"))
@@ -411,6 +450,7 @@ def test_rotate_makes_new_credentials_and_the_old_ones_stop_working(cli, client,
     old = read_record(cli, name)
     old_secret = (Path(old["credentials_dir"]) / "http.secret").read_text()
     old_ca = (Path(old["credentials_dir"]) / "ca.crt").read_text()
+    assert_up_renews_certificates_near_their_end(cli, client, name, storage, old)
     refused = cli.up(name, *storage, "--rotate")
     assert refused.returncode == 2 and f"seamless-stack down --name {name}" in refused.stderr, "not while it runs"
     assert cli.run("down", "--name", name).returncode == 0
