@@ -5,6 +5,9 @@ Seamless worker plugin *without* service addresses, and its workers then fail wi
 CacheMissError. Registering the plugin here first, with the worker-facing URLs, wins:
 clients see it is already registered and leave it alone.
 
+A second plugin keeps each worker's Seamless pool alive (images/site/seamless_stack_liveness.py):
+a worker whose Seamless children stop answering exits, and its nanny starts a fresh one.
+
 It also serves GET /seamless-stack/ready on the dashboard port: a JSON readiness report
 (plugin registered, workers connected, workers whose plugin finished setting up) that
 seamless-stack's health gate polls, whatever the backend.
@@ -27,7 +30,8 @@ import os
 import ssl
 
 from distributed.protocol.pickle import dumps
-from sitecustomize import DASHBOARD_CONNECTIONS, StreamCap  # images/site: on every image's path
+from seamless_stack_liveness import PLUGIN_NAME as LIVENESS, SeamlessLiveness  # images/site: on every image's path
+from sitecustomize import DASHBOARD_CONNECTIONS, StreamCap
 from seamless_dask.worker_setup import SeamlessWorkerPlugin
 from tornado.web import Application, RequestHandler
 
@@ -84,6 +88,7 @@ def dask_setup(scheduler):
         remote_clients=worker_remote_clients(),
     )
     scheduler.worker_plugins[PLUGIN_NAME] = dumps(plugin)
+    scheduler.worker_plugins[LIVENESS] = dumps(SeamlessLiveness())  # after the pool exists: dicts keep order
     scheduler.http_application.add_application(
         Application([(READY_PATH, ReadyHandler, {"scheduler": scheduler})])
     )

@@ -195,14 +195,20 @@ def cli(docker_engine, tmp_path) -> Cli:
 class Client:
     venv: Path
 
-    def run(self, env_file: Path, *command: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    def _command(self, env_file: Path, *command: str) -> tuple[list[str], dict[str, str]]:
         """Source the env file in bash, then run the command with the client venv first on PATH."""
         script = 'source "$1"; shift; exec "$@"'
         env = {"PATH": f"{self.venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)}
-        return subprocess.run(
-            ["bash", "-c", script, "client", str(env_file), *command],
-            capture_output=True, text=True, env=env, timeout=timeout,
-        )
+        return ["bash", "-c", script, "client", str(env_file), *command], env
+
+    def run(self, env_file: Path, *command: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        args, env = self._command(env_file, *command)
+        return subprocess.run(args, capture_output=True, text=True, env=env, timeout=timeout)
+
+    def start(self, env_file: Path, script: str, *args: str) -> subprocess.Popen:
+        """A client script running in the background, its output line by line."""
+        command, env = self._command(env_file, "python", str(CLIENT_SCRIPTS / script), *args)
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
     def python(self, env_file: Path, script: str, *args: str) -> subprocess.CompletedProcess:
         return self.run(env_file, "python", str(CLIENT_SCRIPTS / script), *args)
