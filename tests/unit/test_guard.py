@@ -124,3 +124,17 @@ def test_open_files_sets_the_guards_limit_and_only_raises_a_dask_processs():
               "s['open_files'](300); b = resource.getrlimit(n)[0]; s['open_files'](400, exact=True); print(a, b, *resource.getrlimit(n))")
     out = subprocess.run([sys.executable, "-c", script % str(site)], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["512", "512", "400", "400"]
+
+
+def test_partial_buffers_of_unfinished_uploads_are_swept_once_nobody_writes_them(tmp_path, capsys):
+    checksum = "ab" * 32
+    folder = tmp_path / "ab"
+    folder.mkdir()
+    old, fresh = folder / f"{checksum}-k2x_9q0z", folder / f"{checksum}-a1b2c3d4"
+    kept = [folder / checksum, folder / f"{checksum}-short", folder / "notes.txt", fresh]
+    for path in [old, *kept]:
+        path.write_bytes(b"x")
+    os.utime(old, (1, 1))  # untouched for decades
+    assert guard.sweep_partial_buffers(str(tmp_path)) == 1
+    assert not old.exists() and all(path.exists() for path in kept), "a fresh one may be another server's upload"
+    assert "removed 1 partial buffer file" in capsys.readouterr().err
