@@ -28,6 +28,7 @@ from .plan import Deployment
 from .progress import Progress, quiet
 from .redact import redact
 from .spec import StackSpec
+from .storage import LOW
 from .tunnel import client_view, tunnel
 
 __all__ = ["up", "down", "status", "env", "logs", "restart", "tunnel", "health_gate",
@@ -311,7 +312,10 @@ def status(name: str, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> St
     except StackError as exc:
         answers = {role: (False, f"unreachable: {exc}") for role in ROLES}
     for service, problem in backend.storage_problems().items():
-        answers[service] = (False, f"storage: {problem}")
+        if problem.startswith(LOW):
+            notes.append(f"{service} storage: {problem}")
+        else:
+            answers[service] = (False, f"storage: {problem}")
     running = backend.services()
     rows = [
         ServiceStatus(s.service, s.where, s.state, s.health or "-", _ports_of(deployment, s.service),

@@ -63,10 +63,25 @@ def prepare_dirs(shell: Shell, home: str, dirs: dict[str, str], owner: tuple[int
     return resolved
 
 
+# Free space in a storage folder: below FULL_MB a problem (`status` exits 1: writes fail there),
+# below LOW_MB a warning that `status` prints (LOW starts its text).
+FULL_MB, LOW_MB, LOW = 256, 2048, "space is low:"
+
+
 def storage_problems(shell: Shell, dirs: dict[str, str]) -> dict[str, str]:
-    """service -> what is wrong with its storage now (missing, not writable); empty when fine."""
-    script = " ".join(f'[ -d {quote(p)} ] || echo "{s} MISSING"; [ -d {quote(p)} ] && ! [ -w {quote(p)} ] && echo "{s} NOWRITE";'
-                      for s, p in dirs.items()) + " true"
-    answers = dict(line.split(" ", 1) for line in shell.run(script, what="checking storage").splitlines() if " " in line)
-    text = {"MISSING": "is gone", "NOWRITE": "is not writable"}
-    return {service: f"{dirs[service]} {text[code]}" for service, code in answers.items()}
+    """service -> what is wrong with its storage now (missing, not writable, full) or soon will
+    be (LOW: little free space); empty when fine. One shell call for all."""
+    script = " ".join(f'if [ -d {quote(p)} ]; then [ -w {quote(p)} ] || echo "{s} NOWRITE"; '
+                      f'echo "{s} FREE $(df -Pk {quote(p)} | awk \'NR==2 {{print $4}}\')"; else echo "{s} MISSING"; fi;'
+                      for s, p in dirs.items())
+    problems = {}
+    for line in shell.run(script, what="checking storage").splitlines():
+        service, code, *value = line.split()
+        free = int(value[0]) // 1024 if code == "FREE" and value and value[0].isdigit() else None
+        if code in ("MISSING", "NOWRITE"):
+            problems[service] = f"{dirs[service]} {'is gone' if code == 'MISSING' else 'is not writable'}"
+        elif free is not None and free < FULL_MB:
+            problems.setdefault(service, f"{dirs[service]} is full ({free} MB free): free space there")
+        elif free is not None and free < LOW_MB:
+            problems.setdefault(service, f"{LOW} {dirs[service]} has {free} MB free (writes fail under {FULL_MB} MB)")
+    return problems

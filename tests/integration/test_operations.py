@@ -4,6 +4,7 @@ name, and bad input is one line with nothing left behind."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -39,6 +40,86 @@ def test_killed_services_come_back_with_up_same_ports_same_data(cli, client, tmp
     assert second.stdout == first.stdout, "the result came back from the database (the first worker's hostname)"
 
 
+def seamless_children(name: str) -> list[int]:
+    """The Seamless child processes of a stack's worker: spawned by the Dask worker process,
+    which its nanny spawned in turn (both `multiprocessing.spawn`)."""
+    from pathlib import Path
+
+    def spawned(pid: str) -> bool:
+        try:
+            return b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+
+    def children(pid: str) -> list[str]:
+        return [child for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+
+    init = subprocess.run(["docker", "inspect", "-f", "{{.State.Pid}}", container(name, "worker")],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    found, todo = [], [init]
+    while todo:
+        pid = todo.pop()
+        for child in children(pid):
+            if spawned(pid) and spawned(child) and b"resource_tracker" not in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+            todo.append(child)
+    return found
+
+
+def test_a_wedged_worker_is_replaced_with_no_manual_step(cli, client, tmp_path):
+    """The worker's Seamless children stopped for 3 s (a loaded node, swap, a debugger) while a
+    client computes: every transformation completes, and status is healthy again, with no
+    `restart` by anyone."""
+    import json
+    import time
+    name = cli.new_name()
+    assert cli.up(name, *storage(tmp_path), "--threads", "2").returncode == 0
+    steady = client.start(cli.env_file(name), "steady.py", "40", "0.5")
+    try:
+        for _ in range(3):  # computing on the worker before the stall
+            assert json.loads(steady.stdout.readline())["value"] is not None
+        children = seamless_children(name)
+        assert len(children) == 2, children
+        for pid in children:
+            os.kill(pid, signal.SIGSTOP)
+        time.sleep(3)
+        for pid in children:
+            os.kill(pid, signal.SIGCONT)
+        out, err = steady.communicate(timeout=120)  # the defect: a hang, for good
+    finally:
+        steady.kill()
+    logs = cli.run("logs", "--name", name, "worker").stdout
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert steady.returncode == 0 and [r["value"] for r in lines] == [i * i for i in range(3, 40)], err[-3000:]
+    for _ in range(30):  # healthy again by itself
+        if cli.run("status", "--name", name).returncode == 0:
+            break
+        time.sleep(2)
+    assert cli.run("status", "--name", name).returncode == 0, logs[-3000:]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs as the buffer directory")
+def test_free_space_of_the_storage_shows_in_status(cli, tmp_path):
+    """A small file system as the buffer directory: a warning while space is low, status
+    failing (naming the free space) when it is full, healthy again once space is freed."""
+    buffers = tmp_path / "b"
+    buffers.mkdir(mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320m,mode=0700", "tmpfs", str(buffers)], check=True)
+    name = cli.new_name()
+    try:
+        assert cli.up(name, "--buffer-dir", str(buffers), "--database-dir", str(tmp_path / "d")).returncode == 0
+        low = cli.run("status", "--name", name)
+        assert low.returncode == 0 and f"hashserver storage: space is low: {buffers} has" in low.stdout, low.stdout
+        subprocess.run(["dd", "if=/dev/zero", f"of={buffers / 'ballast'}", "bs=1M", "count=100"], check=True, capture_output=True)
+        full = cli.run("status", "--name", name)
+        assert full.returncode == 1 and f"{buffers} is full (" in full.stderr and "MB free): free space there" in full.stderr
+        (buffers / "ballast").unlink()
+        assert cli.run("status", "--name", name).returncode == 0
+    finally:
+        cli.run("down", "--name", name)
+        subprocess.run(["umount", str(buffers)], capture_output=True)
+
+
 def test_restart_one_service(cli, tmp_path):
     name = cli.new_name()
     assert cli.up(name, *storage(tmp_path)).returncode == 0
@@ -46,6 +127,12 @@ def test_restart_one_service(cli, tmp_path):
     result = cli.run("restart", "database", "--name", name)
     assert result.returncode == 0, result.stderr
     assert container(name, "database") == before and cli.run("status", "--name", name).returncode == 0
+    codes = {}  # what `down` does to each: SIGTERM; a clean shutdown is status 0 (the hashserver's was 143)
+    for service in ("worker", "scheduler", "hashserver", "database"):
+        subprocess.run(["docker", "stop", container(name, service)], check=True, capture_output=True)
+        codes[service] = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", container(name, service)],
+                                        capture_output=True, text=True, check=True).stdout.strip()
+    assert codes == dict.fromkeys(codes, "0"), codes
 
 
 def test_a_deleted_buffer_directory_makes_status_unhealthy_and_up_repairs_it(cli, client, tmp_path):

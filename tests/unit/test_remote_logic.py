@@ -303,3 +303,16 @@ def test_a_taken_local_port_of_a_tunnel_is_named_in_one_line():
     assert match and (match[1] or match[2]) == "60123"
     assert _TAKEN.search("bind [127.0.0.1]:80: Permission denied\n") is None
     assert (lambda m: m[1] or m[2])(_TAKEN.search("cannot listen to port: 5577\n")) == "5577"
+
+
+def test_storage_free_space_is_a_warning_when_low_and_a_problem_when_full(tmp_path, monkeypatch):
+    from seamless_stack import storage
+    from seamless_stack.shell import shell_for
+    dirs = {"hashserver": str(tmp_path), "database": str(tmp_path / "gone")}
+    assert storage.storage_problems(shell_for(None), dirs) == {"database": f"{tmp_path / 'gone'} is gone"}
+    monkeypatch.setattr(storage, "LOW_MB", 10**12)  # every real disk is "low" now
+    low = storage.storage_problems(shell_for(None), dirs)["hashserver"]
+    assert low.startswith(storage.LOW) and "MB free" in low
+    monkeypatch.setattr(storage, "FULL_MB", 10**12)
+    full = storage.storage_problems(shell_for(None), dirs)["hashserver"]
+    assert full.startswith(f"{tmp_path} is full (") and "free space there" in full
