@@ -25,6 +25,7 @@ from ..plan import WILDCARDS, Deployment, compose_plan
 from ..progress import Progress
 from ..resources import compose_file
 from ..spec import LOOPBACK, StackSpec
+from ..shell import quote
 from ..ssh import Destination
 from ..storage import storage_problems
 from .base import Backend, ServiceState
@@ -176,8 +177,10 @@ class ComposeBackend(Backend):
     def converge(self, spec: StackSpec, progress: Progress) -> list[str]:
         """`compose up` again with the same variables: Compose starts exactly what is not running.
         A storage folder that is gone is made again (owner-only, the services' owner) and its
-        service recreated: the running container still holds the deleted folder."""
-        gone = {service: problem for service, problem in self.storage_problems().items() if problem.endswith("is gone")}
+        service recreated: the running container still holds the deleted folder (so does one
+        whose folder was made again by hand)."""
+        gone = {service: problem for service, problem in self.storage_problems().items()
+                if problem.endswith(("is gone", "still writes to the old one)"))}
         if gone:
             progress(f"stack {self.deployment.name!r}: {'; '.join(gone.values())}: making it again, recreating {', '.join(gone)}")
             host = _host(self._remote())
@@ -257,9 +260,31 @@ class ComposeBackend(Backend):
         return {"hashserver": self.deployment.buffer_dir, "database": self.deployment.database_dir}
 
     def storage_problems(self) -> dict[str, str]:
+        """The folders where the services run, and the folders the running containers hold:
+        a folder deleted and made again by hand is not the one a running container writes to."""
         remote = self._remote()  # a shell there is enough: no probe
         host = LocalHost() if remote is None else SSHDockerHost(remote)
-        return storage_problems(host.shell, self._storage())
+        problems = storage_problems(host.shell, self._storage())
+        held = {service: folder for service, folder in self._storage().items() if service not in problems}
+        if held:
+            here = dict(zip(held, host.shell.run("stat -c %d:%i " + " ".join(quote(f) for f in held.values()),
+                                                  what="checking storage").split()))
+            for service, inside in self._storage_in_containers(list(held)).items():
+                if inside != here.get(service):
+                    problems[service] = f"{held[service]} was replaced while the {service} ran (it still writes to the old one)"
+        return problems
+
+    def _storage_in_containers(self, services: list[str]) -> dict[str, str]:
+        """service -> device:inode of its storage folder as its running container sees it."""
+        seen = {}
+        for state in self.services():
+            if state.service in services and state.running:
+                try:
+                    seen[state.service] = self.docker.container.execute(
+                        state.where, ["stat", "-c", "%d:%i", STORAGE_MOUNTS[state.service]]).strip()
+                except DockerException:
+                    pass  # stopping or gone: the service's state says so
+        return seen
 
     def logs(self, service: str | None = None, tail: int | None = None) -> str:
         if service is not None:
@@ -280,6 +305,10 @@ def service_state(record: dict) -> ServiceState:
         exit_code=state.get("ExitCode") or 0,
         restarts=record.get("RestartCount") or 0,
     )
+
+
+# Where compose/compose.yaml binds each service's storage folder inside its container.
+STORAGE_MOUNTS = {"hashserver": "/buffers", "database": "/database"}
 
 
 def _check_service(service: str) -> None:

@@ -135,7 +135,7 @@ def test_restart_one_service(cli, tmp_path):
     assert codes == dict.fromkeys(codes, "0"), codes
 
 
-def test_a_deleted_buffer_directory_makes_status_unhealthy_and_up_repairs_it(cli, client, tmp_path):
+def test_a_deleted_or_replaced_storage_folder_makes_status_unhealthy_and_up_repairs_it(cli, client, tmp_path):
     name = cli.new_name()
     assert cli.up(name, *storage(tmp_path)).returncode == 0
     shutil.rmtree(tmp_path / "b")
@@ -150,6 +150,19 @@ def test_a_deleted_buffer_directory_makes_status_unhealthy_and_up_repairs_it(cli
     run = client.run(cli.env_file(name), "seamless-run", "echo stored-again")
     assert run.returncode == 0 and run.stdout.strip() == "stored-again", run.stderr
     assert any(p.is_file() for p in (tmp_path / "b").rglob("*")), "the result buffer landed in the new folder"
+    # Deleted and made again by hand: the path exists and is writable, but the running
+    # database still writes to the deleted folder. status looks through the container.
+    shutil.rmtree(tmp_path / "d")
+    (tmp_path / "d").mkdir(mode=0o700)
+    replaced = cli.run("status", "--name", name)
+    assert replaced.returncode == 1 and f"{tmp_path / 'd'} was replaced while the database ran" in replaced.stderr, \
+        replaced.stdout + replaced.stderr
+    again = cli.up(name, *storage(tmp_path))
+    assert again.returncode == 0 and "recreating database" in again.stderr, again.stderr
+    assert cli.run("status", "--name", name).returncode == 0
+    run = client.run(cli.env_file(name), "seamless-run", "echo recorded-again")
+    assert run.returncode == 0 and run.stdout.strip() == "recorded-again", run.stderr
+    assert (tmp_path / "d" / "seamless.db").is_file(), "the database writes to the new folder"
 
 
 CORRUPT_RECORDS = ["{not json", "{}", '{"name": 3}', "[1, 2]", ""]
