@@ -76,6 +76,8 @@ def storage_problems(shell: Shell, dirs: dict[str, str]) -> dict[str, str]:
                       for s, p in dirs.items())
     problems = {}
     for line in shell.run(script, what="checking storage").splitlines():
+        if len(line.split()) < 2 or line.split()[0] not in dirs:
+            continue  # not ours (a login shell's chatter)
         service, code, *value = line.split()
         free = int(value[0]) // 1024 if code == "FREE" and value and value[0].isdigit() else None
         if code in ("MISSING", "NOWRITE"):

@@ -27,7 +27,7 @@ from ..resources import compose_file
 from ..spec import LOOPBACK, StackSpec
 from ..shell import quote
 from ..ssh import Destination
-from ..storage import storage_problems
+from ..storage import LOW, storage_problems
 from .base import Backend, ServiceState
 
 COMPOSE_LABEL = "com.docker.compose.project"
@@ -265,7 +265,8 @@ class ComposeBackend(Backend):
         remote = self._remote()  # a shell there is enough: no probe
         host = LocalHost() if remote is None else SSHDockerHost(remote)
         problems = storage_problems(host.shell, self._storage())
-        held = {service: folder for service, folder in self._storage().items() if service not in problems}
+        held = {service: folder for service, folder in self._storage().items()
+                if service not in problems or problems[service].startswith(LOW)}  # low space: still looked at
         if held:
             here = dict(zip(held, host.shell.run("stat -c %d:%i " + " ".join(quote(f) for f in held.values()),
                                                   what="checking storage").split()))
