@@ -255,10 +255,15 @@ def disconnect(name: str, projects: list[Project] | None, progress: Progress = q
     seamless_config.disconnect(name, projects, progress)
 
 
-def doctor(python: str = "python3") -> tuple[str, bool]:
-    """A client interpreter's versions against the stack's: the report, and whether they match."""
+def doctor(python: str = "python3", name: str | None = None) -> tuple[str, bool]:
+    """A client interpreter's versions against the stack's: the report, and whether they match;
+    with a stack's name, also whether a transformation it runs computes on that stack."""
     report, text = client_versions.doctor(python)
-    return text, not report.mismatches
+    if name is None:
+        return text, not report.mismatches
+    where = client_versions.computes_where(python, state.load(name).env_file)
+    line, on_stack = client_versions.where_verdict(where, name)
+    return text + line, on_stack and not report.mismatches
 
 
 def client_requirements() -> str:

@@ -142,7 +142,7 @@ def _run(args) -> int:
     if args.command == "tunnel":
         return _tunnel(args)
     if args.command == "doctor":
-        text, matches = api.doctor(args.python)
+        text, matches = api.doctor(args.python, args.name)
         sys.stdout.write(text)
         return 0 if matches else 1
     if args.command == "connect":

@@ -159,8 +159,11 @@ def parser() -> argparse.ArgumentParser:
 
     commands.add_parser("client-requirements", help="the pinned pip requirements of a client that matches the stack's images")
     doc = commands.add_parser("doctor", help="compare a client's Python, dask, distributed, cloudpickle, msgpack and "
-                                             "seamless-* versions with the stack's; exit 1 on a mismatch")
+                                             "seamless-* versions with the stack's; with --name, also prove that a "
+                                             "transformation computes on that stack; exit 1 on a mismatch or a local result")
     doc.add_argument("--python", default="python3", help="the client's interpreter (default: python3 on PATH)")
+    doc.add_argument("--name", help="a stack: run a fresh transformation with its environment and say where it computed "
+                                    "(a client whose Dask side cannot start computes on this machine without a word)")
 
     logs = commands.add_parser("logs", help="service logs")
     _add_name(logs)

@@ -159,6 +159,59 @@ def advice(report: Report) -> list[str]:
     return lines
 
 
+# A fresh transformation (never found in the database), computed the way an env-configured
+# client does: where it ran, and where the client runs. A client whose Dask side cannot start
+# computes on its own machine without a word (upstream behaviour); this catches it.
+WHERE = r"""
+import json, socket, sys, warnings
+warnings.filterwarnings("ignore")
+from seamless_config.extern_clients import set_remote_clients_from_env
+if not set_remote_clients_from_env(include_dask=True):
+    sys.exit("SEAMLESS_REMOTE_CLIENTS is not set")
+from seamless.transformer import direct
+
+@direct
+def where(tag):
+    import socket
+    return socket.gethostname()
+
+print(json.dumps({"computed": where(sys.argv[1]), "client": socket.gethostname()}))
+"""
+WHERE_TIMEOUT = 180
+
+
+def computes_where(python: str, env_file: str) -> dict:
+    """The host a fresh transformation computed on, and the client's, for this interpreter
+    with the stack's environment file sourced."""
+    import tempfile
+    import uuid
+
+    fix = "`seamless-stack status` says whether the stack is healthy; an SSH stack needs `seamless-stack tunnel` running"
+    with tempfile.TemporaryDirectory() as folder:  # a file: Seamless sends a transformer's source, not `-c` text
+        script = f"{folder}/seamless_stack_where.py"
+        with open(script, "w") as f:
+            f.write(WHERE)
+        command = ["bash", "-c", 'source "$1"; shift; exec "$@"', "-", env_file, python, script, uuid.uuid4().hex]
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=WHERE_TIMEOUT, cwd=folder)
+        except subprocess.TimeoutExpired:
+            raise StackError(f"a test transformation did not finish within {WHERE_TIMEOUT} s", fix) from None
+    try:
+        return json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        detail = (done.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise StackError(f"a test transformation failed ({detail[:160]})", fix) from None
+
+
+def where_verdict(where: dict, stack: str) -> tuple[str, bool]:
+    """The line `doctor --name` ends with, and whether the client computes on the stack."""
+    if where.get("computed") == where.get("client"):
+        return (f"LOCAL: the client computed on this machine ({where.get('client')}), not on stack {stack!r}: "
+                f"`seamless-stack status --name {stack}` says whether its scheduler answers; source its environment "
+                "again if it was rotated\n"), False
+    return f"ok: a transformation computed on stack {stack!r} (on {where.get('computed')})\n", True
+
+
 def doctor(python: str = "python3") -> tuple[Report, str]:
     report = compare(probe(python))
     text = render(report) + "".join(line + "\n" for line in advice(report))

@@ -120,13 +120,23 @@ def test_free_space_of_the_storage_shows_in_status(cli, tmp_path):
         subprocess.run(["umount", str(buffers)], capture_output=True)
 
 
-def test_restart_one_service(cli, tmp_path):
+def test_restart_one_service(cli, client, tmp_path):
     name = cli.new_name()
     assert cli.up(name, *storage(tmp_path)).returncode == 0
     before = container(name, "database")
     result = cli.run("restart", "database", "--name", name)
     assert result.returncode == 0, result.stderr
     assert container(name, "database") == before and cli.run("status", "--name", name).returncode == 0
+    # `doctor --name` proves where the client computes: on a worker; with the scheduler
+    # gone, the unmodified client computes on this machine without a word, and doctor says so
+    doctor = ("doctor", "--python", str(client.venv / "bin" / "python"), "--name", name)
+    on_stack = cli.run(*doctor)
+    assert on_stack.returncode == 0 and f"ok: a transformation computed on stack {name!r}" in on_stack.stdout, \
+        on_stack.stdout + on_stack.stderr
+    subprocess.run(["docker", "stop", container(name, "scheduler")], check=True, capture_output=True)
+    local = cli.run(*doctor)
+    assert local.returncode == 1 and "LOCAL: the client computed on this machine" in local.stdout, local.stdout + local.stderr
+    assert cli.up(name, *storage(tmp_path)).returncode == 0
     codes = {}  # what `down` does to each: SIGTERM; a clean shutdown is status 0 (the hashserver's was 143)
     for service in ("worker", "scheduler", "hashserver", "database"):
         subprocess.run(["docker", "stop", container(name, service)], check=True, capture_output=True)

@@ -83,5 +83,14 @@ def test_images_and_doctor_go_through_the_facade(monkeypatch, capsys):
     assert cli.main(["images", "base"]) == 0 and capsys.readouterr().out == "seamless-stack/base:bookworm\n"
     assert cli.main(["images", "sif", "--out", "/sifs"]) == 0 and capsys.readouterr().out == "worker\t/sifs/worker.sif\n"
     for matches, code in ((True, 0), (False, 1)):
-        monkeypatch.setattr(api, "doctor", lambda python: ("the report\n", matches))
-        assert cli.main(["doctor"]) == code and capsys.readouterr().out == "the report\n"
+        monkeypatch.setattr(api, "doctor", lambda python, name: (f"the report {name}\n", matches))
+        assert cli.main(["doctor"]) == code and capsys.readouterr().out == "the report None\n"
+        assert cli.main(["doctor", "--name", "x"]) == code and capsys.readouterr().out == "the report x\n"
+
+
+def test_doctor_says_local_when_the_test_transformation_computed_on_the_clients_machine():
+    from seamless_stack.doctor import where_verdict
+    line, ok = where_verdict({"computed": "laptop", "client": "laptop"}, "s")
+    assert not ok and line.startswith("LOCAL: the client computed on this machine (laptop), not on stack 's'")
+    line, ok = where_verdict({"computed": "1a2b3c4d5e6f", "client": "laptop"}, "s")
+    assert ok and line == "ok: a transformation computed on stack 's' (on 1a2b3c4d5e6f)\n"
