@@ -203,7 +203,10 @@ class ComposeBackend(Backend):
         reconnect once; their environment output stays valid."""
         d = self.deployment
         creds = credentials.Credentials(StackFiles.of(d.name).tls)
-        if not d.credentials_dir or not creds.expiring():
+        if not d.credentials_dir:
+            return []
+        creds.check()  # a lost folder: its own one-line repair, not openssl's complaint
+        if not creds.expiring():
             return []
         progress(f"stack {d.name!r}: its certificates end within {credentials.RENEW_DAYS} days: "
                  "signing them again under the same CA, restarting each service once")
