@@ -121,12 +121,17 @@ def client_venv() -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
+def client_run(venv: Path, env_file: Path, *command: str, timeout: float) -> subprocess.CompletedProcess:
+    """`command` from a client that only sources the env file, its venv first on PATH (the
+    driver's own seamless_stack.shell.sourced, spelled here: benchmarks use only the CLI)."""
+    return subprocess.run(["bash", "-c", 'source "$1"; shift; exec "$@"', "-", str(env_file), *command], env={"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)},
+                          capture_output=True, text=True, timeout=timeout)
+
+
 def seamless_run(venv: Path, env_file: Path, command: str, timeout: float = 600) -> float:
     """Seconds for `seamless-run COMMAND` from a client that only sources the env file."""
     start = time.monotonic()
-    done = subprocess.run(["bash", "-c", 'source "$1"; shift; exec "$@"', "-", str(env_file), "seamless-run", command],
-                          env={"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)},
-                          capture_output=True, text=True, timeout=timeout)
+    done = client_run(venv, env_file, "seamless-run", command, timeout=timeout)
     if done.returncode != 0:
         raise SystemExit(f"seamless-run failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return time.monotonic() - start

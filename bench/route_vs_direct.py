@@ -30,7 +30,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.common import Tunnel, Workspace, client_venv, image_tags, log, project_files, report, short_id
+from bench.common import Tunnel, Workspace, client_run, client_venv, image_tags, log, project_files, report, short_id
 from bench.security_cost import smoke, workload_parser
 
 ROUTE_WORKLOAD = Path(__file__).resolve().parent / "client" / "route_workload.py"
@@ -50,10 +50,7 @@ def route_workload(venv: Path, home: Path, folder: Path, count: int, parallel: i
 
 def direct_workload(venv: Path, env_file: Path, count: int, parallel: int) -> dict[str, float]:
     """The same script with --env, from a shell that sourced the env file (as security_cost.workload)."""
-    done = subprocess.run(["bash", "-c", 'source "$1"; shift; exec "$@"', "-", str(env_file),
-                           "python", str(ROUTE_WORKLOAD), "--env", str(count), str(parallel)],
-                          env={"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)},
-                          capture_output=True, text=True, timeout=1800)
+    done = client_run(venv, env_file, "python", str(ROUTE_WORKLOAD), "--env", str(count), str(parallel), timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"the env-route workload failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

@@ -17,20 +17,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 from pathlib import Path
 
-from bench.common import Workspace, client_venv, image_tags, log, report, short_id
+from bench.common import Workspace, client_run, client_venv, image_tags, log, report, short_id
 
 WORKLOAD = Path(__file__).resolve().parent / "client" / "workload.py"
 MEASURES = ("sequential", "parallel", "put", "get")
 
 
 def workload(venv: Path, env_file: Path, count: int, size_mb: int, parallel: int) -> dict[str, float]:
-    done = subprocess.run(["bash", "-c", 'source "$1"; shift; exec "$@"', "-", str(env_file),
-                           "python", str(WORKLOAD), str(count), str(size_mb), str(parallel)],
-                          env={"PATH": f"{venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)},
-                          capture_output=True, text=True, timeout=1800)
+    done = client_run(venv, env_file, "python", str(WORKLOAD), str(count), str(size_mb), str(parallel), timeout=1800)
     if done.returncode != 0:
         raise SystemExit(f"the workload failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

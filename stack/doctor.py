@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from .errors import StackError
 from .resources import images_dir
+from .shell import sourced
 
 # The images' Python: Debian bookworm's python3 (the Dockerfile installs Debian's own, label
 # org.seamless-stack.python=debian-bookworm-python3). Seen with
@@ -191,9 +192,8 @@ def computes_where(python: str, env_file: str) -> dict:
         script = f"{folder}/seamless_stack_where.py"
         with open(script, "w") as f:
             f.write(WHERE)
-        command = ["bash", "-c", 'source "$1"; shift; exec "$@"', "-", env_file, python, script, uuid.uuid4().hex]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=WHERE_TIMEOUT, cwd=folder)
+            done = subprocess.run(sourced(env_file, python, script, uuid.uuid4().hex), capture_output=True, text=True, timeout=WHERE_TIMEOUT, cwd=folder)
         except subprocess.TimeoutExpired:
             raise StackError(f"a test transformation did not finish within {WHERE_TIMEOUT} s", fix) from None
     try:

@@ -22,6 +22,12 @@ from .progress import Progress
 from .ssh import Destination, explain_ssh_failure
 
 
+def sourced(env_file, *command: str) -> list[str]:
+    """A command line that runs `command` in bash after sourcing a stack's environment file,
+    as a user's shell that sourced it would (its variables exported)."""
+    return ["bash", "-c", 'source "$1"; shift; exec "$@"', "-", str(env_file), *command]
+
+
 def quote(text: str) -> str:
     return shlex.quote(str(text))
 

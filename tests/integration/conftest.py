@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from seamless_stack.shell import sourced
 from testbeds.common import SSHLogin
 from testbeds.remote_host import RemoteHost
 from testbeds.slurm_cluster import SlurmCluster
@@ -197,9 +198,7 @@ class Client:
 
     def _command(self, env_file: Path, *command: str) -> tuple[list[str], dict[str, str]]:
         """Source the env file in bash, then run the command with the client venv first on PATH."""
-        script = 'source "$1"; shift; exec "$@"'
-        env = {"PATH": f"{self.venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)}
-        return ["bash", "-c", script, "client", str(env_file), *command], env
+        return sourced(env_file, *command), {"PATH": f"{self.venv}/bin:/usr/bin:/bin", "HOME": str(env_file.parent)}
 
     def run(self, env_file: Path, *command: str, timeout: float = 180) -> subprocess.CompletedProcess:
         args, env = self._command(env_file, *command)
