@@ -169,6 +169,46 @@ def container(name: str, service: str) -> str:
     return out.stdout.split()[0]
 
 
+# Where Dask workers run (a container, a node): their Seamless children (spawned by a worker
+# process, itself spawned by its nanny: both `multiprocessing.spawn`), stopped for 3 s together.
+# Prints their PIDs; exit 3 when there are none. (The shell running this skips itself: its own
+# command line holds "resource_tracker".)
+STALL = r"""
+kids=""
+for d in /proc/[0-9]*; do
+  c=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null); case "$c" in *spawn_main*) ;; *) continue ;; esac
+  case "$c" in *resource_tracker*) continue ;; esac
+  parent=$(awk '/^PPid/ {print $2}' "$d/status")
+  case "$(tr '\0' ' ' < /proc/$parent/cmdline 2>/dev/null)" in *spawn_main*) kids="$kids ${d#/proc/}" ;; esac
+done
+[ -n "$kids" ] || exit 3
+kill -STOP $kids; sleep 3; kill -CONT $kids; echo $kids
+"""
+
+
+def assert_a_wedged_worker_is_replaced(cli, client, name: str, stall, count: int, timeout: float) -> list[str]:
+    """The workers' Seamless children stopped for 3 s (`stall`: runs STALL where they are) while
+    a client computes `count` transformations: every one completes within `timeout` (the defect:
+    a hang, for good) and the stack is healthy again, with no manual step. The stalled PIDs."""
+    steady = client.start(cli.env_file(name), "steady.py", str(count), "0.5")
+    try:
+        for _ in range(3):  # computing on a worker before the stall
+            assert json.loads(steady.stdout.readline())["value"] is not None
+        stalled = stall()
+        out, err = steady.communicate(timeout=timeout)
+    finally:
+        steady.kill()
+    values = [json.loads(line)["value"] for line in out.splitlines()]
+    assert steady.returncode == 0 and values == [i * i for i in range(3, count)], (stalled, err[-3000:])
+    for _ in range(30):  # healthy again by itself
+        if cli.run("status", "--name", name).returncode == 0:
+            break
+        time.sleep(2)
+    status = cli.run("status", "--name", name)
+    assert status.returncode == 0, status.stdout + status.stderr
+    return stalled
+
+
 def service_hostnames(name: str, service: str) -> set[str]:
     """Container hostnames (short IDs) of one service of a stack."""
     out = subprocess.run(

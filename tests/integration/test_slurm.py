@@ -21,7 +21,7 @@ import pytest
 
 from seamless_stack import credentials
 
-from .conftest import INTRUDER, TunnelProcess
+from .conftest import INTRUDER, STALL, TunnelProcess, assert_a_wedged_worker_is_replaced
 from .test_security import (INTRUDER_UID, PROBE, assert_doors_shut, assert_refused, assert_silent_connections_closed,
                             assert_the_owner_gets_in, probe, probe_config, read_record, scheduler_image)
 
@@ -195,41 +195,6 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
         assert rerun.stdout == run.stdout
 
 
-# On a node: the Seamless children of the Dask workers there (spawned by a worker process,
-# itself spawned by its nanny: both `multiprocessing.spawn`), stopped for 3 s together.
-STALL = r"""
-kids=""
-for d in /proc/[0-9]*; do
-  c=$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null); case "$c" in *spawn_main*) ;; *) continue ;; esac
-  case "$c" in *resource_tracker*) continue ;; esac
-  parent=$(awk '/^PPid/ {print $2}' "$d/status")
-  case "$(tr '\0' ' ' < /proc/$parent/cmdline 2>/dev/null)" in *spawn_main*) kids="$kids ${d#/proc/}" ;; esac
-done
-[ -n "$kids" ] || exit 3
-kill -STOP $kids; sleep 3; kill -CONT $kids; echo $kids
-"""
-
-
-def assert_a_wedged_worker_is_replaced(scli, client, cluster, name: str, node: str) -> None:
-    """The workers' Seamless children stopped for 3 s while a client computes: every
-    transformation completes and the stack is healthy again, with no manual step."""
-    steady = client.start(scli.env_file(name), "steady.py", "30", "0.5")
-    try:
-        for _ in range(3):
-            assert json.loads(steady.stdout.readline())["value"] is not None
-        stalled = cluster.exec(STALL, node=node, check=True).stdout.split()
-        out, err = steady.communicate(timeout=240)  # the defect: a hang, for good
-    finally:
-        steady.kill()
-    assert steady.returncode == 0 and [json.loads(line)["value"] for line in out.splitlines()] == [i * i for i in range(3, 30)], \
-        (stalled, err[-3000:])
-    for _ in range(30):
-        if scli.run("status", "--name", name).returncode == 0:
-            break
-        time.sleep(2)
-    assert scli.run("status", "--name", name).returncode == 0
-
-
 def test_slurm_direct_single_node(scli, client, cluster):
     name = scli.new_name()
     up = scli.up(name, "--login", cluster.destination, "--direct", "--local-workers", "1", *JOB_OPTIONS,
@@ -249,7 +214,9 @@ def test_slurm_direct_single_node(scli, client, cluster):
     assert_only_the_owner_gets_in_on_the_cluster(scli, cluster, name)
     assert_silent_connections_closed(read_record(scli, name), values["SEAMLESS_DATABASE_IP"])
     assert worker_jobs(cluster, name) == [], "single node: the workers live in the services job"
-    assert_a_wedged_worker_is_replaced(scli, client, cluster, name, node)
+    stalled = assert_a_wedged_worker_is_replaced(scli, client, name, lambda: cluster.exec(STALL, node=node, check=True).stdout.split(),
+                                                 count=30, timeout=240)
+    assert stalled, "the workers' Seamless children on the services node"
 
 
 def test_images_sif_on_the_login_node(scli, cluster):
