@@ -67,7 +67,7 @@ class SeamlessLiveness(WorkerPlugin):
     def setup(self, worker) -> None:
         from tornado.ioloop import PeriodicCallback
 
-        self.worker, self.failures = worker, 0
+        self.failures = 0
         self.callback = PeriodicCallback(self.check, CHECK_INTERVAL * 1000)
         worker.periodic_callbacks[PLUGIN_NAME] = self.callback
         self.callback.start()

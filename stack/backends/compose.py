@@ -202,9 +202,9 @@ class ComposeBackend(Backend):
         the key clients hold) and each service restarted once to take them up: running clients
         reconnect once; their environment output stays valid."""
         d = self.deployment
-        creds = credentials.Credentials(StackFiles.of(d.name).tls)
         if not d.credentials_dir:
             return []
+        creds = credentials.Credentials(Path(d.credentials_dir))  # the folder the record names, as status reads it
         creds.check()  # a lost folder: its own one-line repair, not openssl's complaint
         if not creds.expiring():
             return []
