@@ -226,6 +226,13 @@ def restart(name: str, service: str, progress: Progress = quiet) -> None:
         backend = backend_for(state.load(name))
         backend.restart(service, progress)
         health_gate(backend, 120, progress)
+    if service == "scheduler":
+        progress(f"scheduler restarted: {SCHEDULER_RESTARTED}")
+
+
+# A Dask client does not follow a restarted scheduler over TLS (docs/operations.md, "What heals
+# itself"): said by `restart scheduler`, and by `status` after the scheduler started again.
+SCHEDULER_RESTARTED = "Dask clients connected before it restarted do not follow it: start them again"
 
 
 # -- Seamless projects and clients ----------------------------------------------------------
@@ -322,6 +329,10 @@ def status(name: str, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> St
         else:
             answers[service] = (False, f"storage: {problem}")
     running = backend.services()
+    healing, healed = backend.healing(running)
+    answers.update(healing)
+    notes += healed + [f"the scheduler started again at {s.started_again} UTC: {SCHEDULER_RESTARTED} (docs/operations.md)"
+                       for s in running if s.service == "scheduler" and s.started_again]
     rows = [
         ServiceStatus(s.service, s.where, s.state, s.health or "-", _ports_of(deployment, s.service),
                       "ok" if answers.get(s.service, (False, ""))[0] else answers.get(s.service, (False, "-"))[1])

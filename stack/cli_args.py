@@ -12,7 +12,7 @@ import os
 from . import __version__
 from .connection import FORMATS
 from .errors import StackError
-from .layout import ROLES
+from .layout import ROLES, SUPERVISOR
 from .spec import SlurmOptions, StackSpec, option_default
 
 DEFAULT_NAME = option_default(StackSpec, "name")
@@ -167,8 +167,9 @@ def parser() -> argparse.ArgumentParser:
 
     logs = commands.add_parser("logs", help="service logs")
     _add_name(logs)
-    logs.add_argument("service", nargs="?", choices=(*ROLES, "services"),
-                      help="hashserver, database, scheduler or worker; `services`: a Slurm services job's log (default: all)")
+    logs.add_argument("service", nargs="?", choices=(*ROLES, SUPERVISOR, "services"),
+                      help="hashserver, database, scheduler or worker; `supervisor`: what a Compose stack's supervisor "
+                           "started again; `services`: a Slurm services job's log (default: all)")
     logs.add_argument("--tail", type=int, help="last N lines per container")
 
     imgs = commands.add_parser("images", help="build the images")

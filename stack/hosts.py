@@ -9,6 +9,7 @@ Both prepare storage with the same shell script (storage.py), run through their 
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import time
@@ -32,6 +33,23 @@ ACCOUNT_SCRIPT = (f'id -u {SERVICE_ACCOUNT} >/dev/null 2>&1 || useradd --system 
                   f'|| {{ echo NOACCOUNT; exit 0; }}; echo "$(id -u {SERVICE_ACCOUNT}) $(id -g {SERVICE_ACCOUNT})"')
 
 
+# The engine's Unix socket where the engine runs, and its group: for the supervisor service
+# (compose/supervise.yaml). DOCKER_HOST, else the docker CLI's current context; nothing
+# for an engine reached otherwise (tcp://, ssh:// onwards).
+ENGINE_SOCKET_SCRIPT = (r"""h=${DOCKER_HOST:-$(docker context inspect --format '{{.Endpoints.docker.Host}}' 2>/dev/null)}; """
+                        r"""case $h in unix://*) p=${h#unix://}; [ -S "$p" ] && echo "SOCKET $(stat -c %g "$p") $p";; esac; true""")
+
+
+def engine_socket(answer: str) -> tuple[str, int] | None:
+    """(path, group) from ENGINE_SOCKET_SCRIPT's line, if it gave one."""
+    for line in answer.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "SOCKET":
+            gid, _, path = value.partition(" ")
+            return path, int(gid)
+    return None
+
+
 def service_ids(uid: int, gid: int, shell) -> tuple[int, int]:
     """The services never run as root: root's stacks run as the named system account
     SERVICE_ACCOUNT (made if missing), whose files `ls -l` shows by name."""
@@ -53,6 +71,11 @@ class LocalHost:
         self.shell = LocalShell()
         self.home = os.environ.get("HOME", str(Path.home()))
         self.uid, self.gid = service_ids(os.getuid(), os.getgid(), self.shell)
+
+    @functools.cached_property
+    def engine_socket(self) -> tuple[str, int] | None:
+        """(path, group) of the engine's socket: asked only by a plan, not by every status."""
+        return engine_socket(self.shell.run(ENGINE_SOCKET_SCRIPT, what="finding the Docker engine's socket"))
 
     def check_bind(self, address: str) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -97,6 +120,7 @@ echo "DOCKER $v"
 echo "ID $(id -u) $(id -g)"
 echo "HOME $HOME"
 echo "HOSTNAME $(hostname)"
+""" + ENGINE_SOCKET_SCRIPT + r"""
 cat /proc/net/tcp /proc/net/tcp6 2>/dev/null
 """
 
@@ -109,6 +133,7 @@ class SSHDockerHost:
     home: str = ""
     docker_version: str = ""
     busy: set[int] = field(default_factory=set)
+    engine_socket: tuple[str, int] | None = None  # (path, group) on the remote
 
     def __post_init__(self) -> None:
         self.shell = SSHShell(self.destination)
@@ -139,6 +164,7 @@ class SSHDockerHost:
             elif key == "HOME":
                 self.home = value
         self.busy = listening_ports(out)
+        self.engine_socket = engine_socket(out)
         return self
 
     def check_bind(self, address: str) -> None:

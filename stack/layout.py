@@ -15,6 +15,7 @@ from typing import Mapping
 
 ROLES = ("hashserver", "database", "scheduler", "worker")  # the four images and services
 SERVICE_ROLES = ROLES[:3]  # one container (or one Slurm services job) each; workers scale
+SUPERVISOR = "supervisor"  # a Compose stack's fifth service: starts again what is stopped from outside
 PORTS = ("hashserver", "database", "scheduler", "dashboard")  # the ports a stack publishes
 CLASSIC_PORTS = {"hashserver": 5577, "database": 5522, "scheduler": 8786, "dashboard": 8787}
 DEFAULT_PORT_RANGE = (60000, 60999)

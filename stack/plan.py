@@ -37,6 +37,8 @@ class ComposeRecord:
     host_credentials_dir: str | None = None  # the stack's credentials on the Docker host, for the containers
     service_memory: int = 0  # bytes, each of hashserver, database, scheduler; 0: no limit
     worker_memory: int = 0  # bytes, each worker container; 0: no limit
+    engine_socket: str | None = None  # the engine's socket on the Docker host, for the supervisor; None: no supervisor
+    engine_socket_gid: int = 0  # its group, which the supervisor gets
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ def compose_plan(
 ) -> Deployment:
     """Allocate ports on the Docker host and fix every address. Starts nothing.
 
-    host: hosts.LocalHost or hosts.SSHDockerHost (is_free, uid, gid, name, docker_host).
+    host: hosts.LocalHost or hosts.SSHDockerHost (is_free, uid, gid, name, docker_host, engine_socket).
     dirs: the storage directories, checked on the Docker host.
     credentials_dirs: (here, on the Docker host) folders of the stack's credentials; None for --insecure.
     """
@@ -202,7 +204,9 @@ def compose_plan(
         compose=ComposeRecord(images=images, uid=host.uid, gid=host.gid, docker_host=host.docker_host,
                               host_credentials_dir=credentials_dirs[1] if credentials_dirs else None,
                               service_memory=memory_limit_bytes(spec.memory_limit, "--memory-limit"),
-                              worker_memory=memory_limit_bytes(spec.worker_memory_limit, "--worker-memory-limit")),
+                              worker_memory=memory_limit_bytes(spec.worker_memory_limit, "--worker-memory-limit"),
+                              **({"engine_socket": host.engine_socket[0], "engine_socket_gid": host.engine_socket[1]}
+                                 if host.engine_socket else {})),
     )
 
 

@@ -17,12 +17,13 @@ from ..spec import StackSpec
 
 @dataclass
 class ServiceState:
-    service: str  # hashserver, database, scheduler, worker
+    service: str  # hashserver, database, scheduler, worker (supervisor, on Compose)
     where: str  # container name, or "job N on node"
     state: str  # running, exited, restarting, pending (reason), ...
     health: str = ""  # healthy, starting, unhealthy; "" where the backend has no healthcheck
     exit_code: int = 0
     restarts: int = 0  # times the engine restarted it (its restart policy)
+    started_again: str = ""  # when it was last started after its first start (UTC, ISO); "" if never
 
     @property
     def running(self) -> bool:
@@ -80,6 +81,11 @@ class Backend(ABC):
     def scaling(self) -> tuple[str, str | None]:
         """How workers come and go (a line for `status`), and what keeps them from coming (or None)."""
         return f"{self.deployment.workers} worker(s), fixed", None
+
+    def healing(self, services: list[ServiceState]) -> tuple[dict[str, tuple[bool, str]], list[str]]:
+        """What heals the stack, for `status`: answers of its own services (service -> (ok,
+        detail)) and notes on what it did lately. None by default."""
+        return {}, []
 
     @abstractmethod
     def storage_problems(self) -> dict[str, str]:

@@ -8,9 +8,12 @@ per-stack env file next to the state record, so `down`, `logs`, `status` and a c
 
 from __future__ import annotations
 
+import datetime
+import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Mapping
 
@@ -20,7 +23,7 @@ from .. import credentials, docker_tools, images, state
 from ..errors import ANSI, StackError, error_text
 from ..files import write_private
 from ..hosts import LocalHost, SSHDockerHost
-from ..layout import ROLES, StackFiles, compose_project
+from ..layout import ROLES, SUPERVISOR, StackFiles, compose_project
 from ..plan import WILDCARDS, Deployment, compose_plan
 from ..progress import Progress
 from ..resources import compose_file
@@ -69,8 +72,15 @@ class ComposeBackend(Backend):
                                    compose_env_files=[self.env_path])
 
     def compose_files(self) -> list[Path]:
-        """compose.yaml, plus the security overlay (all stacks but --insecure ones)."""
-        return [compose_file()] + ([compose_file("secure.yaml")] if self.deployment.compose.host_credentials_dir else [])
+        """compose.yaml, plus the security overlay (all stacks but --insecure ones) and the
+        supervisor (where the engine's socket was found)."""
+        record = self.deployment.compose
+        return ([compose_file()] + ([compose_file("secure.yaml")] if record.host_credentials_dir else [])
+                + ([compose_file("supervise.yaml")] if record.engine_socket else []))
+
+    @property
+    def supervised(self) -> bool:
+        return bool(self.deployment.compose.engine_socket)
 
     def docker_call(self, environ: Mapping[str, str] = os.environ) -> list[str]:
         """The docker command of this stack's calls: `env -u NAME ... docker`. Compose lets the
@@ -139,6 +149,8 @@ class ComposeBackend(Backend):
             "SERVICE_MEMORY": str(record.service_memory),  # 0: Compose sets no limit
             "WORKER_MEMORY": str(record.worker_memory),
             **({"CREDENTIALS_DIR": record.host_credentials_dir} if record.host_credentials_dir else {}),
+            **({"ENGINE_SOCKET": record.engine_socket, "ENGINE_SOCKET_GID": str(record.engine_socket_gid)}
+               if record.engine_socket else {}),
             **({"HTTP_SCHEME": "https", "HTTP_TLS_CERT": credentials.in_container("server.crt"),
                 "HTTP_TLS_KEY": credentials.in_container("server.key")}
                if d.http_tls else {}),
@@ -190,7 +202,7 @@ class ComposeBackend(Backend):
         renewed = self._renew_certificates(progress)
         services = self.services()
         stopped = sorted({s.service for s in services if not s.running})
-        if len(services) < len(ROLES) - 1 + self.deployment.workers:
+        if len(services) < len(ROLES) - 1 + self.supervised + self.deployment.workers:
             stopped = stopped or ["missing containers"]
         if stopped:
             progress(f"stack {self.deployment.name!r}: starting again {', '.join(stopped)}")
@@ -222,10 +234,12 @@ class ComposeBackend(Backend):
         self._compose("restart", "see `seamless-stack status`", lambda: self.docker.compose.restart([service], timeout=10))
 
     def down(self) -> None:
-        """Workers first, while their scheduler still answers (stopped together, a worker waits
-        for the gone scheduler until Compose kills it: 9-11 s), then the rest."""
+        """The supervisor first (or it would start again what stops), and the workers while
+        their scheduler still answers (stopped together, a worker waits for the gone scheduler
+        until Compose kills it: 9-11 s), then the rest."""
         fix = "check the Docker engine, then run `seamless-stack down` again"
-        self._compose("stop", fix, lambda: self.docker.compose.stop(["worker"], timeout=10))
+        first = [SUPERVISOR, "worker"] if self.supervised else ["worker"]  # the supervisor waits a poll before it acts
+        self._compose("stop", fix, lambda: self.docker.compose.stop(first, timeout=10))
         self._compose("down", fix, lambda: self.docker.compose.down(remove_orphans=True, timeout=10, quiet=True))
         self.env_path.unlink(missing_ok=True)
 
@@ -254,6 +268,29 @@ class ComposeBackend(Backend):
             if s.state == "restarting" and s.restarts - first_seen >= CRASH_LOOP_RESTARTS:
                 return s.service, f"container {s.where} keeps restarting ({s.restarts} restarts, exit code {s.exit_code})"
         return None
+
+    def healing(self, services: list[ServiceState]) -> tuple[dict[str, tuple[bool, str]], list[str]]:
+        """The supervisor's answer (running, and its watch loop sees the containers) and what it
+        started again within its back-off window."""
+        notes: list[str] = []
+        if not self.supervised:
+            return {}, notes
+        supervisor = next((s for s in services if s.service == SUPERVISOR), None)
+        if supervisor is None:
+            return {SUPERVISOR: (False, "its container is gone: what is stopped from outside stays stopped")}, notes
+        if not supervisor.running:
+            return {}, notes  # "supervisor exited" says it
+        try:
+            state = json.loads(self.docker.container.execute(supervisor.where, ["cat", SUPERVISOR_STATE]))
+        except (DockerException, ValueError):
+            return {SUPERVISOR: (False, "starting")}, notes
+        now = time.time()
+        for service, times in sorted(state.get("started", {}).items()):
+            notes.append(f"the supervisor started {service} again {len(times)} time(s) in the last 10 min "
+                         f"(last {now - max(times):.0f} s ago; `seamless-stack logs {SUPERVISOR}`)")
+        stuck = state.get("problem") or (f"its watch loop last ran {now - state['at']:.0f} s ago"
+                                         if now - state.get("at", 0) > SUPERVISOR_STALE else "")
+        return {SUPERVISOR: (not stuck, stuck or "ok")}, notes
 
     def _remote(self) -> Destination | None:
         return Destination.parse(self.deployment.ssh_destination) if self.deployment.ssh_destination else None
@@ -301,6 +338,7 @@ def service_state(record: dict) -> ServiceState:
     """One container's `docker inspect` record as a service state. A container that does not
     run has no health: Docker keeps its last health status ("starting") after it exited."""
     state = record["State"]
+    created, started = (_utc(text) for text in (record.get("Created", ""), state.get("StartedAt", "")))
     return ServiceState(
         service=(record["Config"].get("Labels") or {}).get("com.docker.compose.service", "?"),
         where=record["Name"].lstrip("/"),
@@ -308,16 +346,32 @@ def service_state(record: dict) -> ServiceState:
         health=(state.get("Health") or {}).get("Status", "") if state["Status"] == "running" else "",
         exit_code=state.get("ExitCode") or 0,
         restarts=record.get("RestartCount") or 0,
+        started_again=state["StartedAt"][:19] if created and started and started - created > STARTED_AGAIN else "",
     )
 
+
+STARTED_AGAIN = 5.0  # seconds after its creation (Compose starts what it creates within ~1 s): later is "again"
+
+
+def _utc(text: str) -> float | None:
+    """Seconds since the epoch of Docker's RFC 3339 time (nanoseconds cut), or None."""
+    try:
+        return datetime.datetime.fromisoformat(text[:19]).replace(tzinfo=datetime.timezone.utc).timestamp()
+    except ValueError:
+        return None
+
+
+# images/seamless-stack-supervise's STATE and STALE: what it did, read by `status`.
+SUPERVISOR_STATE = "/tmp/supervisor.json"
+SUPERVISOR_STALE = 30.0
 
 # Where compose/compose.yaml binds each service's storage folder inside its container.
 STORAGE_MOUNTS = {"hashserver": "/buffers", "database": "/database"}
 
 
 def _check_service(service: str) -> None:
-    if service not in ROLES:
-        raise StackError(f"no service {service!r}", f"choose one of {', '.join(ROLES)}")
+    if service not in (*ROLES, SUPERVISOR):
+        raise StackError(f"no service {service!r}", f"choose one of {', '.join(ROLES)} (or {SUPERVISOR}, on Compose)")
 
 
 def remove_project(name: str, progress: Progress) -> bool:

@@ -20,8 +20,9 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-SERVICES = ("hashserver", "database", "scheduler", "worker")
-READ_ONLY_ROOT = set(SERVICES)  # compose/compose.yaml: read_only: true for all four
+SERVICES = ("hashserver", "database", "scheduler", "worker", "supervisor")
+READ_ONLY_ROOT = set(SERVICES)  # compose/compose.yaml, supervise.yaml: read_only: true for all
+ENGINE_SOCKET = "/var/run/docker.sock"
 
 
 def stack_containers(name: str) -> dict[str, list[dict]]:
@@ -74,6 +75,7 @@ CREDENTIALS_HELD = {
     "database": {"http.secret", "ca.crt", "server.crt", "server.key"},
     "scheduler": {"http.secret", "ca.crt", "server.crt", "server.key", "bundle.pem"},
     "worker": {"ca.crt", "server.crt", "server.key", "bundle.pem"},
+    "supervisor": set(),
 }
 
 
@@ -96,7 +98,11 @@ def test_every_service_container_is_hardened(cli, client, tmp_path):
             assert any(opt.startswith("no-new-privileges") and not opt.endswith("false")
                        for opt in host["SecurityOpt"] or []), f"{where}: no-new-privileges"
             assert (host["PidsLimit"] or 0) > 0, f"{where}: a pids limit"
-            limit = 2 << 30 if service == "worker" else 4 << 30  # --worker-memory-limit 2G; --memory-limit's default
+            limit = {"worker": 2 << 30, "supervisor": 128 << 20}.get(service, 4 << 30)  # --worker-memory-limit 2G; --memory-limit's default
+            # The engine's socket (as good as root on the host): the supervisor's alone, and it has no network at all.
+            sockets = [m["Destination"] for m in container["Mounts"] if m["Destination"].endswith(".sock")]
+            assert sockets == ([ENGINE_SOCKET] if service == "supervisor" else []), f"{where} binds {sockets}"
+            assert (host["NetworkMode"] == "none") == (service == "supervisor"), f"{where}: network {host['NetworkMode']}"
             assert host["Memory"] == limit, f"{where}: memory limit {host['Memory']}, not {limit}"
             # What the kernel says of every process, whatever Docker was told.
             statuses = process_status(container)

@@ -4,14 +4,16 @@ name, and bad input is one line with nothing left behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
+import time
 
 import pytest
 
-from .conftest import CLI, STALL, assert_a_wedged_worker_is_replaced, container, project_containers
+from .conftest import CLI, STALL, assert_a_wedged_worker_is_replaced, container, project_containers, wait_until
 from .test_errors import assert_clean_failure
 
 
@@ -20,24 +22,75 @@ def storage(tmp_path, database: str = "d"):
     return "--buffer-dir", str(tmp_path / "b"), "--database-dir", str(tmp_path / database)
 
 
-def test_killed_services_come_back_with_up_same_ports_same_data(cli, client, tmp_path):
+def started_at(cid: str) -> str:
+    return subprocess.run(["docker", "inspect", "-f", "{{.State.StartedAt}}", cid], capture_output=True, text=True, check=True).stdout
+
+
+def next_line(client: subprocess.Popen) -> dict:
+    """The next line a client script prints; its error output if it ended instead."""
+    line = client.stdout.readline()
+    if not line:
+        raise AssertionError(f"the client ended ({client.wait()}): {client.stderr.read()[-3000:]}")
+    return json.loads(line)
+
+
+def kill_and_wait_healed(cli, name: str, service: str) -> float:
+    """`docker kill` of a service (Docker's restart policy leaves a container killed from
+    outside alone); seconds until it runs again and the stack is healthy, with nobody acting."""
+    cid = container(name, service)
+    before = started_at(cid)
+    subprocess.run(["docker", "kill", cid], check=True, capture_output=True)
+    killed = time.monotonic()
+    wait_until(lambda: started_at(cid) != before and cli.run("status", "--name", name).returncode == 0, 30,
+               f"{service} healthy again by itself", interval=0.5)
+    return round(time.monotonic() - killed, 1)
+
+
+def test_killed_services_come_back_by_themselves_same_ports_same_data(cli, client, tmp_path):
+    """Each service killed in turn is healthy again within 30 s with nobody acting. The
+    database and a worker killed while a client computes: its run completes, one retry per
+    transformation at most. The hashserver and the scheduler come back as well, but an
+    unmodified client in flight does not follow them (in-flight uploads are not sent again;
+    a restarted scheduler is not followed over TLS): status says so for the scheduler, a new
+    client computes. Nothing watches the supervisor itself: `up` starts it again."""
     name = cli.new_name()
     assert cli.up(name, *storage(tmp_path)).returncode == 0
     env_before = cli.env_file(name).read_text()
     first = client.run(cli.env_file(name), "seamless-run", "echo kill-test; hostname")
     assert first.returncode == 0, first.stderr
-    for service in ("hashserver", "database", "scheduler", "worker"):
-        subprocess.run(["docker", "kill", container(name, service)], check=True, capture_output=True)
-        down = cli.run("status", "--name", name)
-        assert down.returncode == 1, (service, down.stdout)
-        assert f"{service} exited" in down.stderr and "seamless-stack up local" in down.stderr
-        again = cli.up(name, *storage(tmp_path))
-        assert again.returncode == 0, again.stderr
-        assert f"started again: {service}" in again.stderr
-        assert cli.run("status", "--name", name).returncode == 0, service
-        assert cli.env_file(name).read_text() == env_before, "same ports"
+    count = 40
+    steady = client.start(cli.env_file(name), "steady.py", str(count), "0.5", "1")
+    healed, said = {}, []
+    try:
+        for service in ("database", "worker"):
+            said.append(next_line(steady))
+            while "value" not in said[-1]:  # a result since the last kill, not only a retry
+                said.append(next_line(steady))
+            healed[service] = kill_and_wait_healed(cli, name, service)
+        out, err = steady.communicate(timeout=240)
+    finally:
+        steady.kill()
+    said += [json.loads(line) for line in out.splitlines()]
+    values = [line["value"] for line in said if "value" in line]
+    assert steady.returncode == 0 and values == [i * i for i in range(count)], err[-3000:]
+    print("client retries:", [line for line in said if "retry" in line])
+    for service in ("hashserver", "scheduler"):
+        healed[service] = kill_and_wait_healed(cli, name, service)
+    print("healthy again after docker kill, s:", healed)
+    status = cli.run("status", "--name", name)
+    for service in healed:
+        assert f"the supervisor started {service} again 1 time(s)" in status.stdout, status.stdout
+    assert "the scheduler started again at" in status.stdout and "do not follow it: start them again" in status.stdout
     second = client.run(cli.env_file(name), "seamless-run", "echo kill-test; hostname")
     assert second.stdout == first.stdout, "the result came back from the database (the first worker's hostname)"
+
+    subprocess.run(["docker", "kill", container(name, "supervisor")], check=True, capture_output=True)
+    down = cli.run("status", "--name", name)
+    assert down.returncode == 1 and "supervisor exited" in down.stderr, down.stdout + down.stderr
+    again = cli.up(name, *storage(tmp_path))
+    assert again.returncode == 0 and "started again: supervisor" in again.stderr, again.stderr
+    assert cli.run("status", "--name", name).returncode == 0
+    assert cli.env_file(name).read_text() == env_before, "same ports"
 
 
 def test_a_wedged_worker_is_replaced_with_no_manual_step(cli, client, tmp_path):
@@ -90,12 +143,13 @@ def test_restart_one_service(cli, client, tmp_path):
     on_stack = cli.run(*doctor)
     assert on_stack.returncode == 0 and f"ok: a transformation computed on stack {name!r}" in on_stack.stdout, \
         on_stack.stdout + on_stack.stderr
-    subprocess.run(["docker", "stop", container(name, "scheduler")], check=True, capture_output=True)
+    # the supervisor stopped too, or it starts the scheduler again within a second or two
+    subprocess.run(["docker", "stop", container(name, "supervisor"), container(name, "scheduler")], check=True, capture_output=True)
     local = cli.run(*doctor)
     assert local.returncode == 1 and "LOCAL: the client computed on this machine" in local.stdout, local.stdout + local.stderr
     assert cli.up(name, *storage(tmp_path)).returncode == 0
     codes = {}  # what `down` does to each: SIGTERM; a clean shutdown is status 0 (the hashserver's was 143)
-    for service in ("worker", "scheduler", "hashserver", "database"):
+    for service in ("supervisor", "worker", "scheduler", "hashserver", "database"):  # the supervisor first, as `down` does
         subprocess.run(["docker", "stop", container(name, service)], check=True, capture_output=True)
         codes[service] = subprocess.run(["docker", "inspect", "-f", "{{.State.ExitCode}}", container(name, service)],
                                         capture_output=True, text=True, check=True).stdout.strip()

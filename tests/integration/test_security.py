@@ -524,7 +524,12 @@ def test_a_port_taken_while_a_service_was_down_yields_no_secret_and_is_named_in_
     container = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project=seamless-{name}",
                                 "--filter", "label=com.docker.compose.service=hashserver"], capture_output=True, text=True,
                                check=True).stdout.strip()
-    subprocess.run(["docker", "stop", "-t", "5", container], check=True, capture_output=True)
+    # The supervisor would start it again within a second or two: the window is the squatter's
+    # chance, and the supervisor gone makes it last.
+    supervisor = subprocess.run(["docker", "ps", "-q", "--filter", f"label=com.docker.compose.project=seamless-{name}",
+                                 "--filter", "label=com.docker.compose.service=supervisor"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    subprocess.run(["docker", "stop", "-t", "5", supervisor, container], check=True, capture_output=True)
     squatter = subprocess.Popen(["setpriv", f"--reuid={INTRUDER_UID}", f"--regid={INTRUDER_UID}", "--clear-groups",
                                  "/usr/bin/python3", "-c", SQUATTER, str(port)], stdout=subprocess.PIPE, text=True)
     try:

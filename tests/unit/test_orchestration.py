@@ -215,7 +215,7 @@ def test_memory_limits_reach_compose_in_bytes_and_bad_ones_are_refused(tmp_path)
     from seamless_stack.plan import compose_plan
 
     class Host:
-        name, uid, gid, docker_host = "here", 1000, 1000, None
+        name, uid, gid, docker_host, engine_socket = "here", 1000, 1000, None, ("/run/docker.sock", 999)
 
         @staticmethod
         def is_free(port, bind):
@@ -225,6 +225,7 @@ def test_memory_limits_reach_compose_in_bytes_and_bad_ones_are_refused(tmp_path)
                                                                           "worker": "w"}, Host, ("/b", "/d"))
     variables = ComposeBackend(planned, env_path=tmp_path / "compose.env").compose_environment()
     assert variables["SERVICE_MEMORY"] == str(4 << 30) and variables["WORKER_MEMORY"] == str(3 << 29)
+    assert variables["ENGINE_SOCKET"] == "/run/docker.sock" and variables["ENGINE_SOCKET_GID"] == "999"  # the supervisor's
     for bad, why in (("lots", "is not a memory size"), ("64M", "too small"), ("4G\n", "line break")):
         with pytest.raises(StackError, match=why):
             spec(tmp_path, memory_limit=bad)

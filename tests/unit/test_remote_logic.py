@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import pytest
 
 from seamless_stack import credentials
-from seamless_stack.hosts import listening_ports
+from seamless_stack.hosts import ENGINE_SOCKET_SCRIPT, engine_socket, listening_ports
 from seamless_stack.layout import ROLES
 from seamless_stack.plan import ComposeRecord, Deployment, Placement, SlurmRecord
 from seamless_stack import slurm_time as walltime
@@ -26,6 +26,27 @@ PROC_NET_TCP = """  sl  local_address rem_address   st tx_queue rx_queue
 
 def test_listening_ports_from_proc_net_tcp():
     assert listening_ports(PROC_NET_TCP) == {8080, 60001}
+
+
+def test_the_engine_socket_is_found_from_docker_host_and_nothing_else_is_taken_for_one(tmp_path):
+    """The supervisor's socket: DOCKER_HOST's unix:// path with its group; a tcp:// or ssh://
+    engine, or a path that is no socket, gives none (then no supervisor)."""
+    import os
+    import socket
+    import subprocess
+
+    path = tmp_path / "engine.sock"
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(path))
+
+        def found(docker_host: str):
+            out = subprocess.run(["sh", "-c", ENGINE_SOCKET_SCRIPT], env={"PATH": os.environ["PATH"], "DOCKER_HOST": docker_host},
+                                 capture_output=True, text=True, check=True).stdout
+            return engine_socket(out)
+
+        assert found(f"unix://{path}") == (str(path), path.stat().st_gid)
+        assert found("tcp://10.0.0.1:2376") is None and found("ssh://me@host") is None
+        assert found(f"unix://{tmp_path / 'nothing.sock'}") is None
 
 
 def test_remote_paths_are_in_the_remote_home():
