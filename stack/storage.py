@@ -63,9 +63,11 @@ def prepare_dirs(shell: Shell, home: str, dirs: dict[str, str], owner: tuple[int
     return resolved
 
 
-# Free space in a storage folder: below FULL_MB a problem (`status` exits 1: writes fail there),
-# below LOW_MB a warning that `status` prints (LOW starts its text).
-FULL_MB, LOW_MB, LOW = 256, 2048, "space is low:"
+# Free space in a storage folder: below FULL_MB a problem (`status` exits 1), below LOW_MB a
+# warning that `status` prints (LOW starts its text). The hashserver refuses (507) a write
+# that would leave less than RESERVE_MB (images/guard: MIN_FREE_BYTES), so a folder it fills
+# ends between the two and `status` fails.
+FULL_MB, LOW_MB, LOW, RESERVE_MB = 256, 2048, "space is low:", 128
 
 
 def storage_problems(shell: Shell, dirs: dict[str, str]) -> dict[str, str]:
@@ -83,7 +85,8 @@ def storage_problems(shell: Shell, dirs: dict[str, str]) -> dict[str, str]:
         if code in ("MISSING", "NOWRITE"):
             problems[service] = f"{dirs[service]} {'is gone' if code == 'MISSING' else 'is not writable'}"
         elif free is not None and free < FULL_MB:
-            problems.setdefault(service, f"{dirs[service]} is full ({free} MB free): free space there")
+            problems.setdefault(service, f"{dirs[service]} is full ({free} MB free; the hashserver refuses writes that would "
+                                         f"leave less than {RESERVE_MB} MB): free space there")
         elif free is not None and free < LOW_MB:
-            problems.setdefault(service, f"{LOW} {dirs[service]} has {free} MB free (writes fail under {FULL_MB} MB)")
+            problems.setdefault(service, f"{LOW} {dirs[service]} has {free} MB free (`status` fails under {FULL_MB} MB)")
     return problems

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -109,9 +111,12 @@ def test_a_wedged_worker_is_replaced_with_no_manual_step(cli, client, tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounts a tmpfs as the buffer directory")
-def test_free_space_of_the_storage_shows_in_status(cli, tmp_path):
-    """A small file system as the buffer directory: a warning while space is low, status
-    failing (naming the free space) when it is full, healthy again once space is freed."""
+def test_a_full_buffer_directory_is_an_error_not_a_hang_and_serves_again_once_space_is_freed(cli, client, tmp_path):
+    """A small file system as the buffer directory, filled by a client: its transformations
+    end in errors, not in a hang (the hashserver kept an unkept upload's promise for 10 minutes
+    and every read of that buffer waited); `status` warns while space is low and fails, naming
+    the free space, once it is full; grown, the stack serves again with no restart, and no
+    partial file stays."""
     buffers = tmp_path / "b"
     buffers.mkdir(mode=0o700)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=320m,mode=0700", "tmpfs", str(buffers)], check=True)
@@ -120,11 +125,25 @@ def test_free_space_of_the_storage_shows_in_status(cli, tmp_path):
         assert cli.up(name, "--buffer-dir", str(buffers), "--database-dir", str(tmp_path / "d")).returncode == 0
         low = cli.run("status", "--name", name)
         assert low.returncode == 0 and f"hashserver storage: space is low: {buffers} has" in low.stdout, low.stdout
-        subprocess.run(["dd", "if=/dev/zero", f"of={buffers / 'ballast'}", "bs=1M", "count=100"], check=True, capture_output=True)
+        filled = client.python(cli.env_file(name), "big.py", "18", "12")  # 216 MB; the hashserver keeps 128 MB free
+        lines = [json.loads(line) for line in filled.stdout.splitlines()]
+        assert filled.returncode == 0 and len(lines) == 18, filled.stderr[-3000:]
+        assert any("bytes" in line for line in lines) and any("error" in line for line in lines), lines
+        print("a client filling the disk:", lines)
         full = cli.run("status", "--name", name)
-        assert full.returncode == 1 and f"{buffers} is full (" in full.stderr and "MB free): free space there" in full.stderr
-        (buffers / "ballast").unlink()
-        assert cli.run("status", "--name", name).returncode == 0
+        assert full.returncode == 1 and f"{buffers} is full (" in full.stderr and "refuses writes that would leave less than 128 MB" in full.stderr
+        subprocess.run(["mount", "-o", "remount,size=640m", str(buffers)], check=True)
+        assert cli.run("status", "--name", name).returncode == 0, "space freed: healthy, with no restart"
+        again = client.python(cli.env_file(name), "big.py", "2", "12")
+        assert [("bytes" in json.loads(line)) for line in again.stdout.splitlines()] == [True, True], again.stdout + again.stderr[-3000:]
+        stored = {path.name for path in buffers.rglob("*") if path.is_file()}
+        assert not [name for name in stored if re.fullmatch(r"[0-9a-f]{64}-\w{8}", name)], "partial files left"
+        # Not yet true: each refused result is still recorded in the database without its buffer
+        # (docs/operations.md); the results that were stored are all there.
+        with sqlite3.connect(tmp_path / "d" / "seamless.db") as db:
+            results = {row[0] for row in db.execute("SELECT result FROM \"transformation\"")}
+        computed = sum("bytes" in line for line in lines) + 2
+        assert len(results & stored) >= computed, "every result computed before the disk filled and after it grew is there"
     finally:
         cli.run("down", "--name", name)
         subprocess.run(["umount", str(buffers)], capture_output=True)

@@ -138,3 +138,11 @@ def test_partial_buffers_of_unfinished_uploads_are_swept_once_nobody_writes_them
     assert guard.sweep_partial_buffers(str(tmp_path)) == 1
     assert not old.exists() and all(path.exists() for path in kept), "a fresh one may be another server's upload"
     assert "removed 1 partial buffer file" in capsys.readouterr().err
+
+
+def test_the_hashserver_keeps_the_reserve_status_counts_with():
+    """The guard refuses a write leaving less than RESERVE_MB; `status` fails above it, so a
+    folder the hashserver fills makes `status` fail."""
+    from seamless_stack.storage import FULL_MB, RESERVE_MB
+
+    assert guard.MIN_FREE_BYTES == RESERVE_MB << 20 and RESERVE_MB < FULL_MB
