@@ -146,3 +146,37 @@ def test_the_hashserver_keeps_the_reserve_status_counts_with():
     from seamless_stack.storage import FULL_MB, RESERVE_MB
 
     assert guard.MIN_FREE_BYTES == RESERVE_MB << 20 and RESERVE_MB < FULL_MB
+
+
+def test_results_recorded_without_their_buffer_are_forgotten_at_start_unless_the_folder_is_not_theirs(tmp_path):
+    import sqlite3
+
+    buffers, database = tmp_path / "buffers", tmp_path / "seamless.db"
+    stored = [f"{i:064x}" for i in range(1, 20)]
+    for checksum in stored:
+        (buffers / checksum[:2]).mkdir(parents=True, exist_ok=True)
+        (buffers / checksum[:2] / checksum).write_bytes(b"x")
+    lost = "f" * 64
+    with sqlite3.connect(database) as db:
+        db.execute('CREATE TABLE "transformation" ("checksum" CHAR(64) PRIMARY KEY, "result" CHAR(64))')
+        db.execute('CREATE TABLE "rev_transformation" ("id" INTEGER PRIMARY KEY, "result" CHAR(64), "checksum" CHAR(64))')
+        db.execute('CREATE TABLE "meta_data" ("checksum" CHAR(64) PRIMARY KEY, "result" CHAR(64), "metadata" TEXT)')
+        for i, result in enumerate([*stored, lost]):
+            db.execute('INSERT INTO "transformation" VALUES (?, ?)', (f"{i:063x}a", result))
+            db.execute('INSERT INTO "rev_transformation" ("result", "checksum") VALUES (?, ?)', (result, f"{i:063x}a"))
+            db.execute('INSERT INTO "meta_data" VALUES (?, ?, ?)', (f"{i:063x}a", result, "{}"))
+
+    def results() -> dict[str, set[str]]:
+        with sqlite3.connect(database) as db:
+            return {table: {r for (r,) in db.execute(f'SELECT result FROM "{table}"')}
+                    for table in ("transformation", "rev_transformation", "meta_data")}
+
+    assert guard.forget_results_without_buffers(str(database), str(tmp_path / "elsewhere")) == 0  # no such folder
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert guard.forget_results_without_buffers(str(database), str(empty)) == 0, "not the folder they were stored in"
+    assert results() == dict.fromkeys(results(), {*stored, lost})
+    assert guard.forget_results_without_buffers(str(database), str(buffers)) == 1
+    assert results() == dict.fromkeys(results(), set(stored)), "only the result without its buffer is gone"
+    assert guard.forget_results_without_buffers(str(tmp_path / "none.db"), str(buffers)) == 0
+    assert not (tmp_path / "none.db").exists(), "no database file made"
