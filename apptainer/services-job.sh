@@ -4,8 +4,10 @@
 #   SS_BUFFER_DIR SS_DATABASE_DIR SS_PORT_START SS_PORT_END SS_SCHEDULER_PORT (may be empty)
 #   SS_THREADS (Seamless workers per Dask worker) SS_DASK_THREADS SS_THROTTLE SS_MODE (adaptive | local) SS_LOCAL_WORKERS SS_JOBQUEUE (JSON, adaptive mode)
 # It runs hashserver, database and the Dask scheduler as Apptainer containers on this node,
-# reports node and ports in $SS_STACK_DIR/services.json, and ends (stopping everything, and
-# through the relay every worker job) when any service ends or the job is cancelled.
+# each started again when it ends (at once, then backing off: 2, 4 ... 60 s while it keeps
+# ending within 10 minutes; each time a log line "NAME ended ... starting it again", which
+# `seamless-stack status` counts), reports node and ports in $SS_STACK_DIR/services.json, and
+# ends (stopping everything, and through the relay every worker job) when the job is cancelled.
 set -uo pipefail
 node_helper="$SS_STACK_DIR/seamless_stack_node.py"
 run_dir=$(mktemp -d "${TMPDIR:-/tmp}/seamless-stack-${SLURM_JOB_ID}.XXXXXX")
@@ -29,16 +31,33 @@ log "node $(hostname) ($address), ports: hashserver $hashserver_port database $d
 # Every container: a clean environment, no home directory (SS_CONTAINED), the stack's
 # credentials read-only at /tls, and only the binds it needs. Secrets stay in files: the
 # environment only names their paths.
-run() {  # run [APPTAINER-OPTIONS...] SIF COMMAND...: in the background, stopped with the job
-    apptainer exec $SS_CONTAINED --bind "$SS_TLS_DIR:/tls:ro" "$@" &
+run() {  # run NAME [APPTAINER-OPTIONS...] SIF COMMAND...: in the background, started again when it ends, stopped with the job
+    local name=$1
+    shift
+    (
+        child=""
+        trap '[ -n "$child" ] && kill -TERM "$child" 2>/dev/null; wait; exit 0' TERM INT
+        delay=0
+        while :; do
+            started=$SECONDS
+            apptainer exec $SS_CONTAINED --bind "$SS_TLS_DIR:/tls:ro" "$@" &
+            child=$!
+            wait "$child"
+            code=$?
+            [ $((SECONDS - started)) -ge 600 ] && delay=0  # it ran 10 minutes: not a repeat
+            log "$(date -u +%FT%TZ) $name ended (exit $code): starting it again in ${delay}s"
+            sleep "$delay" & wait $!
+            delay=$((delay == 0 ? 2 : (delay >= 30 ? 60 : delay * 2)))
+        done
+    ) &
     pids+=($!)
 }
 # hashserver and database: the stack's secret required, HTTPS with the services' certificate.
 export APPTAINERENV_SEAMLESS_STACK_SECRET_FILE=/tls/http.secret
 export APPTAINERENV_SEAMLESS_STACK_TLS_CERT=/tls/server.crt APPTAINERENV_SEAMLESS_STACK_TLS_KEY=/tls/server.key
 export APPTAINERENV_SSL_CERT_FILE=/tls/bundle.pem
-APPTAINERENV_SERVICE_PORT=$hashserver_port run --bind "$SS_BUFFER_DIR:/buffers" "$SS_SIF_HASHSERVER" seamless-stack-guard hashserver
-APPTAINERENV_SERVICE_PORT=$database_port run --bind "$SS_DATABASE_DIR:/database" "$SS_SIF_DATABASE" seamless-stack-guard database
+APPTAINERENV_SERVICE_PORT=$hashserver_port run hashserver --bind "$SS_BUFFER_DIR:/buffers" "$SS_SIF_HASHSERVER" seamless-stack-guard hashserver
+APPTAINERENV_SERVICE_PORT=$database_port run database --bind "$SS_DATABASE_DIR:/database" --bind "$SS_BUFFER_DIR:/buffers:ro" "$SS_SIF_DATABASE" seamless-stack-guard database
 
 # Dask: mutual TLS with the services' certificate; the dashboard demands a client certificate.
 for role in SCHEDULER WORKER CLIENT; do
@@ -70,14 +89,14 @@ if [ "$SS_MODE" = adaptive ]; then
     APPTAINERENV_SEAMLESS_STACK_RELAY=/relay/relay.sock \
     APPTAINERENV_SEAMLESS_STACK_JOBQUEUE=/relay/jobqueue.json \
     APPTAINERENV_SEAMLESS_STACK_NODE_ADDRESS=$address \
-        run --bind "$run_dir:/relay" --bind "$SS_STACK_DIR/workers" "$SS_SIF_SCHEDULER" \
+        run scheduler --bind "$run_dir:/relay" --bind "$SS_STACK_DIR/workers" "$SS_SIF_SCHEDULER" \
         python3 /opt/seamless-stack/seamless_stack_slurm.py  # (dask-jobqueue checks its log folder exists)
 else
-    run "$SS_SIF_SCHEDULER" dask scheduler --protocol tls --host 0.0.0.0 --port "$scheduler_port" \
+    run scheduler "$SS_SIF_SCHEDULER" dask scheduler --protocol tls --host 0.0.0.0 --port "$scheduler_port" \
         --dashboard-address ":$dashboard_port" --preload /opt/seamless-stack/seamless_stack_preload.py
     for _ in $(seq "$SS_LOCAL_WORKERS"); do  # the single-node variant: workers in this job
         APPTAINERENV_SEAMLESS_WORKER_TRANSFORMATION_THROTTLE=$SS_THROTTLE \
-            run "$SS_SIF_WORKER" dask worker "tls://$address:$scheduler_port" --nthreads "$SS_DASK_THREADS" --nworkers 1 --no-dashboard --dashboard-address 127.0.0.1:0
+            run worker "$SS_SIF_WORKER" dask worker "tls://$address:$scheduler_port" --nthreads "$SS_DASK_THREADS" --nworkers 1 --no-dashboard --dashboard-address 127.0.0.1:0
     done
 fi
 
@@ -87,5 +106,5 @@ printf '{"job_id": "%s", "node": "%s", "address": "%s", "ports": {"hashserver": 
 mv "$SS_STACK_DIR/services.json.tmp" "$SS_STACK_DIR/services.json"
 
 wait -n "${pids[@]}"
-log "a service ended (exit $?): stopping the stack"
+log "a service's keeper ended (exit $?): stopping the stack"
 exit 1

@@ -15,6 +15,9 @@ from ..progress import Progress
 from ..spec import StackSpec
 
 
+CRASH_LOOP_RESTARTS = 3  # restarts while the health gate waits that make a service failed, not just restarted
+
+
 @dataclass
 class ServiceState:
     service: str  # hashserver, database, scheduler, worker (supervisor, on Compose)

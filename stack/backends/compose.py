@@ -31,7 +31,7 @@ from ..spec import LOOPBACK, StackSpec
 from ..shell import quote
 from ..ssh import Destination
 from ..storage import LOW, storage_problems
-from .base import Backend, ServiceState
+from .base import CRASH_LOOP_RESTARTS, Backend, ServiceState
 
 COMPOSE_LABEL = "com.docker.compose.project"
 
@@ -58,7 +58,6 @@ def _reserved_ports(spec: StackSpec, docker_host: str | None) -> set[int]:
 
 
 _REFERENCE = re.compile(r"\$\{(\w+)")  # a variable the Compose files use
-CRASH_LOOP_RESTARTS = 3  # restarts during one `up` that make a service failed, not just restarted
 
 
 class ComposeBackend(Backend):
@@ -113,6 +112,10 @@ class ComposeBackend(Backend):
         deployment = compose_plan(spec, tags, host, tuple(dirs.values()),
                                   reserved_ports=_reserved_ports(spec, host.docker_host), credentials_dirs=credentials_dirs)
         backend = cls(deployment)
+        if not backend.supervised:
+            where = f" on {spec.remote}" if spec.remote else ""
+            backend.warnings.append(f"the Docker engine's Unix socket{where} was not found (DOCKER_HOST, the docker context): "
+                                    "no supervisor, so a service stopped from outside stays stopped until `up` (docs/operations.md)")
         if spec.bind in LOOPBACK:
             remote = isinstance(host, SSHDockerHost)
             warning = docker_tools.loopback_publishing_warning(host.docker_version if remote else engine,

@@ -25,13 +25,16 @@ from ..slurm.jobscript import services_job_script, worker_job_options
 from ..spec import StackSpec
 from ..ssh import Destination
 from ..storage import absolute, prepare_dirs, storage_problems
-from .base import Backend, ServiceState
+from .base import CRASH_LOOP_RESTARTS, Backend, ServiceState
 
 
 
 def job_names(project: str) -> tuple[str, str]:
     """(services job, worker jobs): `down` cancels both by name."""
     return f"{project}-services", f"{project}-worker"
+
+
+RESTART_WINDOW = 600  # seconds: apptainer/services-job.sh's back-off window; restarts within it count as a crash loop
 
 
 class SlurmBackend(Backend):
@@ -176,9 +179,16 @@ class SlurmBackend(Backend):
         return rows
 
     def find_failure(self) -> tuple[str, str] | None:
+        """The services job gone, or a service in it that keeps ending (the job starts it
+        again each time: waiting would not help)."""
         rows = cluster.jobs(self.shell, self.names[:1])
         if not any(job.state == "RUNNING" for job in rows):
             return "services", f"services job {self.deployment.slurm.job_id} is {rows[0].state.lower() if rows else 'gone'}"
+        for service, times in self._restarts().items():
+            lately = commands.ended_lately(times, RESTART_WINDOW)
+            if len(lately) >= CRASH_LOOP_RESTARTS:
+                return service, f"{service} keeps ending in services job {self.deployment.slurm.job_id} " \
+                                f"({len(lately)} times in {RESTART_WINDOW // 60} minutes, last exit {lately[-1]})"
         return None
 
     def scaling(self) -> tuple[str, str | None]:
@@ -195,6 +205,17 @@ class SlurmBackend(Backend):
             return line, None
         problem = f"sbatch refused the last {report['refused_in_a_row']} worker job(s): {report['last_error']}"
         return line + f" (last: {report['last_error']})", problem
+
+    def healing(self, services: list[ServiceState]) -> tuple[dict[str, tuple[bool, str]], list[str]]:
+        """What the services job started again (it keeps each service running; its log says when)."""
+        return {}, commands.restart_notes(self._restarts())
+
+    def _restarts(self) -> dict[str, list[tuple[str, str]]]:
+        record = self.deployment.slurm
+        if not record.job_id:
+            return {}
+        return commands.parse_restarts(self.shell.run(commands.restarts_command(record.stack_dir, record.job_id),
+                                                      what="reading the services job's log"))
 
     def storage_problems(self) -> dict[str, str]:
         d = self.deployment

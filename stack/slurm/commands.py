@@ -6,7 +6,10 @@ on captured output, without a cluster (dask-gateway's build / run / parse split)
 
 from __future__ import annotations
 
+import calendar
 import json
+import re
+import time
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -189,6 +192,35 @@ def parse_submissions(out: str) -> dict | None:
         return json.loads(out) if out.strip() else None
     except ValueError:
         return None  # being replaced right now: the next status reads it
+
+
+# apptainer/services-job.sh's line when it starts a service again: "<UTC time> NAME ended (exit N): starting it again".
+_STARTED_AGAIN = re.compile(r"(\S+) (\w+) ended \(exit (\d+)\): starting it again")
+
+
+def restarts_command(stack_dir: str, job_id: str) -> str:
+    return f"grep -h ' ended (exit ' {quote(ClusterFiles(stack_dir).services_log(job_id))} 2>/dev/null | tail -n 200; true"
+
+
+def parse_restarts(out: str) -> dict[str, list[tuple[str, str]]]:
+    """service -> [(when, exit code)] of each time the services job started it again."""
+    seen: dict[str, list[tuple[str, str]]] = {}
+    for match in _STARTED_AGAIN.finditer(out):
+        seen.setdefault(match[2], []).append((match[1], match[3]))
+    return seen
+
+
+def ended_lately(times: list[tuple[str, str]], window: float, now: float | None = None) -> list[str]:
+    """Exit codes of the restarts within the last `window` seconds (the node's UTC clock)."""
+    now = time.time() if now is None else now
+    return [code for when, code in times
+            if now - calendar.timegm(time.strptime(when, "%Y-%m-%dT%H:%M:%SZ")) < window]
+
+
+def restart_notes(restarts: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """status notes: what the services job started again, how often, when last."""
+    return [f"the services job started {name} again {len(times)} time(s) (last at {times[-1][0]}, it had ended "
+            f"with exit {times[-1][1]}; `seamless-stack logs services`)" for name, times in sorted(restarts.items())]
 
 
 def describe(job: Job) -> str:

@@ -21,7 +21,7 @@ import pytest
 
 from seamless_stack import credentials
 
-from .conftest import INTRUDER, STALL, TunnelProcess, assert_a_wedged_worker_is_replaced
+from .conftest import INTRUDER, STALL, TunnelProcess, assert_a_wedged_worker_is_replaced, wait_until
 from .test_security import (INTRUDER_UID, PROBE, assert_doors_shut, assert_refused, assert_silent_connections_closed,
                             assert_the_owner_gets_in, probe, probe_config, read_record, scheduler_image)
 
@@ -217,6 +217,30 @@ def test_slurm_direct_single_node(scli, client, cluster):
     stalled = assert_a_wedged_worker_is_replaced(scli, client, name, lambda: cluster.exec(STALL, node=node, check=True).stdout.split(),
                                                  count=30, timeout=240)
     assert stalled, "the workers' Seamless children on the services node"
+    # A service killed inside the services job is started again by the job, with nobody acting.
+    healed = {}
+    for service, command in (("hashserver", "seamless-stack-guard hashserver"), ("scheduler", "dask scheduler")):
+        killed = cluster.exec(KILL.replace("PATTERN", command), node=node, check=True).stdout.split()
+        assert killed, f"no {service} process on {node}"
+        started = time.monotonic()
+        wait_until(lambda: scli.run("status", "--name", name).returncode == 0, 60, f"{service} healthy again by itself", interval=1)
+        healed[service] = round(time.monotonic() - started, 1)
+    print("Slurm services job: healthy again after a kill, s:", healed)
+    status = scli.run("status", "--name", name).stdout
+    for service in healed:
+        assert f"the services job started {service} again 1 time(s)" in status, status
+    run = client.run(scli.env_file(name), "seamless-run", f"echo after-the-kills-{uuid.uuid4().hex}", timeout=300)
+    assert run.returncode == 0 and "after-the-kills-" in run.stdout, run.stderr
+
+
+# Every process whose command line holds PATTERN, killed (SIGKILL); prints their PIDs. The shell
+# running this skips itself (its own command line holds the pattern).
+KILL = r"""
+for d in /proc/[0-9]*; do
+  [ "${d#/proc/}" = "$$" ] && continue
+  case "$(tr '\0' ' ' < "$d/cmdline" 2>/dev/null)" in *"PATTERN"*) kill -KILL "${d#/proc/}" 2>/dev/null && echo "${d#/proc/}" ;; esac
+done
+"""
 
 
 def test_images_sif_on_the_login_node(scli, cluster):

@@ -111,3 +111,25 @@ def test_the_cluster_side_names_are_the_ones_the_services_job_writes():
     assert f'node_helper="{files.node_helper}"' in script
     relay = (APPTAINER_DIR / NODE_HELPER).read_text()
     assert '"submissions.json")' in relay and files.submissions.endswith("/workers/submissions.json")
+
+
+def test_what_the_services_job_started_again_is_counted_from_its_log():
+    from seamless_stack.slurm import APPTAINER_DIR
+
+    script = (APPTAINER_DIR / "services-job.sh").read_text()
+    assert 'log "$(date -u +%FT%TZ) $name ended (exit $code): starting it again in ${delay}s"' in script, "the line parsed here"
+    log = ("[services] node n1 (10.0.0.2), ports: ...\n"
+           "[services] 2026-12-07T22:10:01Z hashserver ended (exit 137): starting it again in 0s\n"
+           "[services] 2026-12-07T22:10:05Z hashserver ended (exit 1): starting it again in 2s\n"
+           "[services] 2026-12-07T22:11:00Z scheduler ended (exit 0): starting it again in 0s\n")
+    restarts = commands.parse_restarts(log)
+    assert restarts["hashserver"] == [("2026-12-07T22:10:01Z", "137"), ("2026-12-07T22:10:05Z", "1")]
+    now = 1796681700.0  # 2026-12-07T22:15:00Z
+    assert commands.ended_lately(restarts["hashserver"], 600, now) == ["137", "1"]
+    assert commands.ended_lately(restarts["hashserver"], 297, now) == ["1"], "22:10:01 is older than 297 s"
+    assert commands.restart_notes(restarts) == [
+        "the services job started hashserver again 2 time(s) (last at 2026-12-07T22:10:05Z, it had ended with exit 1; "
+        "`seamless-stack logs services`)",
+        "the services job started scheduler again 1 time(s) (last at 2026-12-07T22:11:00Z, it had ended with exit 0; "
+        "`seamless-stack logs services`)"]
+    assert commands.parse_restarts("") == {}
