@@ -275,22 +275,21 @@ class ComposeBackend(Backend):
     def healing(self, services: list[ServiceState]) -> tuple[dict[str, tuple[bool, str]], list[str]]:
         """The supervisor's answer (running, and its watch loop sees the containers) and what it
         started again within its back-off window."""
-        notes: list[str] = []
         if not self.supervised:
-            return {}, notes
+            return {}, []
         supervisor = next((s for s in services if s.service == SUPERVISOR), None)
         if supervisor is None:
-            return {SUPERVISOR: (False, "its container is gone: what is stopped from outside stays stopped")}, notes
+            return {SUPERVISOR: (False, "its container is gone: what is stopped from outside stays stopped")}, []
         if not supervisor.running:
-            return {}, notes  # "supervisor exited" says it
+            return {}, []  # "supervisor exited" says it
         try:
             state = json.loads(self.docker.container.execute(supervisor.where, ["cat", SUPERVISOR_STATE]))
         except (DockerException, ValueError):
-            return {SUPERVISOR: (False, "starting")}, notes
+            return {SUPERVISOR: (False, "starting")}, []
         now = time.time()
-        for service, times in sorted(state.get("started", {}).items()):
-            notes.append(f"the supervisor started {service} again {len(times)} time(s) in the last 10 min "
-                         f"(last {now - max(times):.0f} s ago; `seamless-stack logs {SUPERVISOR}`)")
+        notes = [f"the supervisor started {service} again {len(times)} time(s) in the last 10 min "
+                 f"(last {now - max(times):.0f} s ago; `seamless-stack logs {SUPERVISOR}`)"
+                 for service, times in sorted(state.get("started", {}).items())]
         stuck = state.get("problem") or (f"its watch loop last ran {now - state['at']:.0f} s ago"
                                          if now - state.get("at", 0) > SUPERVISOR_STALE else "")
         return {SUPERVISOR: (not stuck, stuck or "ok")}, notes
