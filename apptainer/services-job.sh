@@ -86,13 +86,15 @@ if [ "$SS_MODE" = adaptive ]; then
     for _ in $(seq 50); do [ -S "$run_dir/relay.sock" ] && break; sleep 0.1; done
     # A file, not a variable: Apptainer would expand the $TMPDIR in it inside the container.
     printf '%s\n' "$SS_JOBQUEUE" > "$run_dir/jobqueue.json"
+    APPTAINERENV_SEAMLESS_STACK_HOLD_PORT=$address:$scheduler_port \
     APPTAINERENV_SEAMLESS_STACK_RELAY=/relay/relay.sock \
     APPTAINERENV_SEAMLESS_STACK_JOBQUEUE=/relay/jobqueue.json \
     APPTAINERENV_SEAMLESS_STACK_NODE_ADDRESS=$address \
         run scheduler --bind "$run_dir:/relay" --bind "$SS_STACK_DIR/workers" "$SS_SIF_SCHEDULER" \
         python3 /opt/seamless-stack/seamless_stack_slurm.py  # (dask-jobqueue checks its log folder exists)
 else
-    run scheduler "$SS_SIF_SCHEDULER" dask scheduler --protocol tls --host 0.0.0.0 --port "$scheduler_port" \
+    APPTAINERENV_SEAMLESS_STACK_HOLD_PORT=0.0.0.0:$scheduler_port \
+        run scheduler "$SS_SIF_SCHEDULER" dask scheduler --protocol tls --host 0.0.0.0 --port "$scheduler_port" \
         --dashboard-address ":$dashboard_port" --preload /opt/seamless-stack/seamless_stack_preload.py
     for _ in $(seq "$SS_LOCAL_WORKERS"); do  # the single-node variant: workers in this job
         APPTAINERENV_SEAMLESS_WORKER_TRANSFORMATION_THROTTLE=$SS_THROTTLE \

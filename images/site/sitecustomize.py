@@ -94,6 +94,56 @@ def _harden_dask_listeners(tcp) -> None:
     open_files(DASK_CONNECTIONS + 1024)
 
 
+# A Dask scheduler holds its port from its first moment to its last (SEAMLESS_STACK_HOLD_PORT,
+# set for the scheduler only; any other process finds the port taken and holds nothing).
+# Why: a client that reconnects through a forwarder (Docker's port proxy, an SSH tunnel) while
+# nothing listens behind it is accepted, then closed at once, and distributed's TLS connect lets
+# tornado's "IOStream is not idle" ValueError escape its reconnect loop: the client hangs for
+# good. Bound here, before Dask is imported (tens of ms after the process starts instead of
+# seconds), the port queues connections until the scheduler accepts them, and one made while it
+# shuts down is reset when it exits: errors distributed retries. The scheduler's listener gets a
+# duplicate of the socket; closing that one leaves the port listening until the process ends.
+HOLD_PORT = "SEAMLESS_STACK_HOLD_PORT"
+LISTEN_BACKLOG = 2048  # distributed.comm.socket-backlog's default
+
+
+def _hold_port():
+    import os
+
+    where = os.environ.pop(HOLD_PORT, None)  # [ADDRESS:]PORT, as the scheduler binds it; not for its children
+    if not where:
+        return None
+    import socket
+
+    address, _, port = where.rpartition(":")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((address or "0.0.0.0", int(port)))
+    except OSError:  # held already: a health check run in the scheduler's container
+        sock.close()
+        return None
+    sock.listen(LISTEN_BACKLOG)
+    sock.setblocking(False)
+    return sock
+
+
+class _HeldPortNetutil:
+    """tornado.netutil as distributed.comm.tcp sees it, except that binding the held port gives a
+    duplicate of the socket held since the process started."""
+
+    def __init__(self, netutil, held):
+        self._netutil, self._held = netutil, held
+
+    def __getattr__(self, name):
+        return getattr(self._netutil, name)
+
+    def bind_sockets(self, port, address=None, **kwargs):
+        if port == self._held.getsockname()[1]:
+            return [self._held.dup()]
+        return self._netutil.bind_sockets(port, address=address, **kwargs)
+
+
 class _PatchOnImport:
     """A meta path finder that lets `distributed.comm.tcp` load as usual, then patches it."""
 
@@ -117,6 +167,8 @@ class _PatchOnImport:
         def patched(module):
             exec_module(module)
             _harden_dask_listeners(module)
+            if _HELD is not None:
+                module.netutil = _HeldPortNetutil(module.netutil, _HELD)
 
         spec.loader.exec_module = patched
         return spec
@@ -128,4 +180,5 @@ def _install() -> None:
     sys.meta_path.insert(0, _PatchOnImport())
 
 
+_HELD = _hold_port()
 _install()
