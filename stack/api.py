@@ -230,9 +230,11 @@ def restart(name: str, service: str, progress: Progress = quiet) -> None:
         progress(f"scheduler restarted: {SCHEDULER_RESTARTED}")
 
 
-# A Dask client does not follow a restarted scheduler over TLS (docs/operations.md, "What heals
-# itself"): said by `restart scheduler`, and by `status` after the scheduler started again.
-SCHEDULER_RESTARTED = "Dask clients connected before it restarted do not follow it: start them again"
+# A Dask client follows a scheduler stopped and started (`restart scheduler`), but one that
+# reconnects just as a killed scheduler's port closes hangs (docs/upstream.md): said by `restart
+# scheduler`, and by `status` after the scheduler started again.
+SCHEDULER_RESTARTED = ("a Dask client connected before may not follow it (docs/upstream.md): "
+                       "start a client that hangs again")
 
 
 # -- Seamless projects and clients ----------------------------------------------------------

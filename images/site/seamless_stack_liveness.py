@@ -10,6 +10,12 @@ the worker process exits with EXIT_CODE: its nanny starts a fresh one (a new poo
 again by the scheduler's plugins) and the scheduler gives its tasks to other workers or to
 the new one. A wedge is thus repaired within about (FAILURES_ALLOWED + 1) x CHECK_INTERVAL.
 
+A worker whose scheduler is gone closes (distributed's choice), and waited up to 30 s for
+the tasks it runs. A Seamless task waits on that scheduler (its cancel checks), so it never
+ended early: with a transformation running when the scheduler was killed, the worker, its
+container and the stack's health took 30 s longer to come back (39 s instead of 8, measured).
+Those tasks' results have nowhere to go, so such a worker waits SCHEDULER_LOST_WAIT.
+
 Registered on every worker by the scheduler preload, in every method (Compose, Slurm).
 It reads two attributes of seamless-transformer's pool (`_worker_manager`, its `_manager`
 and handles) at the version pinned in images/lock/dask.txt.
@@ -26,6 +32,8 @@ PING_TIMEOUT = 5.0  # a child that does not answer within this is silent
 FAILURES_ALLOWED = 2  # checks in a row with a silent or missing child before the worker exits
 EXIT_CODE = 75  # EX_TEMPFAIL: the nanny restarts the worker
 PLUGIN_NAME = "seamless-stack-liveness"
+SCHEDULER_LOST = "worker-handle-scheduler-connection-broken"  # distributed's reason for that close
+SCHEDULER_LOST_WAIT = 3.0  # seconds a worker whose scheduler is gone waits for its running tasks
 logger = logging.getLogger("seamless_stack.liveness")
 
 
@@ -71,6 +79,14 @@ class SeamlessLiveness(WorkerPlugin):
         self.callback = PeriodicCallback(self.check, CHECK_INTERVAL * 1000)
         worker.periodic_callbacks[PLUGIN_NAME] = self.callback
         self.callback.start()
+        close = worker.close
+
+        async def close_sooner_without_scheduler(*args, **kwargs):
+            if kwargs.get("reason") == SCHEDULER_LOST:
+                kwargs["timeout"] = min(kwargs.get("timeout", SCHEDULER_LOST_WAIT), SCHEDULER_LOST_WAIT)
+            return await close(*args, **kwargs)
+
+        worker.close = close_sooner_without_scheduler
 
     async def check(self) -> None:
         problems = await pool_problems()

@@ -186,6 +186,22 @@ kill -STOP $kids; sleep 3; kill -CONT $kids; echo $kids
 """
 
 
+def rest_of(process: subprocess.Popen, timeout: float) -> tuple[str, str]:
+    """What a client still prints until it ends, through its pipes' text wrappers: after a
+    `readline`, `communicate` reads the raw pipes and loses the lines the wrapper has buffered.
+    Killed when it runs past `timeout` (its returncode says so)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:
+        out, err = pool.submit(process.stdout.read), pool.submit(process.stderr.read)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        return out.result(), err.result()
+
+
 def assert_a_wedged_worker_is_replaced(cli, client, name: str, stall, count: int, timeout: float) -> list[str]:
     """The workers' Seamless children stopped for 3 s (`stall`: runs STALL where they are) while
     a client computes `count` transformations: every one completes within `timeout` (the defect:
@@ -195,7 +211,7 @@ def assert_a_wedged_worker_is_replaced(cli, client, name: str, stall, count: int
         for _ in range(3):  # computing on a worker before the stall
             assert json.loads(steady.stdout.readline())["value"] is not None
         stalled = stall()
-        out, err = steady.communicate(timeout=timeout)
+        out, err = rest_of(steady, timeout)
     finally:
         steady.kill()
     values = [json.loads(line)["value"] for line in out.splitlines()]
