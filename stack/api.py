@@ -27,7 +27,7 @@ from .layout import ROLES, StackFiles
 from .plan import Deployment
 from .progress import Progress, quiet
 from .redact import redact
-from .spec import StackSpec
+from .spec import MAX_WORKERS, StackSpec, bounded
 from .storage import LOW
 from .tunnel import client_view, tunnel
 
@@ -151,16 +151,21 @@ def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backend
                          f"`seamless-stack down --name {spec.name}`, then `up` again with --rotate")
     wanted, defaults = spec.settings(), StackSpec().settings()  # a record from before a setting existed: its default
     had = {key: previous.settings.get(key, defaults.get(key)) for key in wanted}
-    differences = [f"{key} {had[key] or '-'} -> {wanted[key] or '-'}" for key in sorted(wanted) if had[key] != wanted[key]]
-    if differences:
+    changed = [key for key in sorted(wanted) if had[key] != wanted[key]]
+    differences = [f"{key} {had[key] or '-'} -> {wanted[key] or '-'}" for key in changed]
+    backend = backend_for(previous, dict(backends))
+    if changed == ["workers"]:  # only the worker count: scaled live (or refused by a backend that cannot)
+        backend.scale(spec.workers, progress)
+        state.save(backend.deployment)
+    elif differences:
         raise StackError(f"stack {spec.name!r} is up with other settings ({'; '.join(differences)})",
                          f"repeat its options, or `seamless-stack down --name {spec.name}` first")
-    backend = backend_for(previous, dict(backends))
     restarted = backend.converge(spec, progress)
     state.save(backend.deployment)
     gate(backend, spec.timeout, progress)
     write_env_file(backend.deployment)
-    what = f"started again: {', '.join(restarted)}" if restarted else "already up and healthy"
+    what = "; ".join([*([f"scaled to {spec.workers} worker(s)"] if changed else []),
+                      *([f"started again: {', '.join(restarted)}"] if restarted else [])]) or "already up and healthy"
     _report_ready(backend.deployment, what, progress)
     seamless_config.refresh(backend.deployment, progress)
     return backend.deployment
@@ -219,6 +224,19 @@ def logs(name: str, service: str | None = None, tail: int | None = None) -> str:
     if tail is not None and tail < 0:
         raise StackError(f"--tail {tail} is negative", "give the number of last lines to show, 0 or more")
     return redact(backend_for(state.load(name)).logs(service, tail))
+
+
+def scale(name: str, workers: int, progress: Progress = quiet, *, timeout: float = StackSpec.timeout,
+          backends: Mapping[str, type[Backend]] = BACKENDS, gate: Gate = health_gate) -> Deployment:
+    """Change a running stack's worker count; its services and their clients carry on."""
+    workers = bounded(workers, "--workers", 1, MAX_WORKERS)
+    with oplock.held(name, "scale"):
+        backend = backend_for(state.load(name), dict(backends))
+        backend.scale(workers, progress)
+        state.save(backend.deployment)
+        gate(backend, timeout, progress)
+    progress(f"stack {name!r} has {workers} worker(s)")
+    return backend.deployment
 
 
 def restart(name: str, service: str, progress: Progress = quiet) -> None:

@@ -156,6 +156,8 @@ def _run(args) -> int:
         api.down(args.name, progress)
     elif args.command == "env":
         sys.stdout.write(api.env(args.name, args.format))
+    elif args.command == "scale":
+        api.scale(args.name, args.workers, progress)
     elif args.command == "restart":
         api.restart(args.name, args.service, progress)
     elif args.command == "logs":

@@ -13,7 +13,7 @@ from . import __version__
 from .connection import FORMATS
 from .errors import StackError
 from .layout import ROLES, SUPERVISOR
-from .spec import SlurmOptions, StackSpec, option_default
+from .spec import MAX_WORKERS, SlurmOptions, StackSpec, option_default
 
 DEFAULT_NAME = option_default(StackSpec, "name")
 
@@ -131,6 +131,11 @@ def parser() -> argparse.ArgumentParser:
     env = commands.add_parser("env", help="print the environment for Seamless clients")
     _add_name(env)
     env.add_argument("--format", choices=FORMATS, default="shell")
+
+    scale = commands.add_parser("scale", help="change the worker count of a running Compose stack, live "
+                                              "(its services and clients carry on; removed workers hand their work over)")
+    _add_name(scale)
+    scale.add_argument("--workers", type=int, required=True, help=f"the new number of worker containers (1-{MAX_WORKERS})")
 
     restart = commands.add_parser("restart", help="restart one service of a Compose stack")
     _add_name(restart)

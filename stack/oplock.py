@@ -20,7 +20,7 @@ from .layout import StackFiles
 
 @contextlib.contextmanager
 def held(name: str, operation: str) -> Iterator[None]:
-    """Hold stack `name` for `operation` (up, down, restart), or refuse at once naming the holder.
+    """Hold stack `name` for `operation` (up, down, scale, restart), or refuse at once naming the holder.
     The file is removed when the operation ends (still locked, so no one locks a removed file
     meanwhile: whoever locked a file the path no longer names tries again)."""
     path = StackFiles.of(name).lock

@@ -10,6 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
+from ..errors import StackError
 from ..plan import Deployment
 from ..progress import Progress
 from ..spec import StackSpec
@@ -68,6 +69,13 @@ class Backend(ABC):
     @abstractmethod
     def restart(self, service: str, progress: Progress) -> None:
         """Restart one service."""
+
+    def scale(self, workers: int, progress: Progress) -> None:
+        """Change the worker count of the running stack, its services untouched; updates
+        self.deployment. A backend that cannot says how to get there instead."""
+        d = self.deployment
+        raise StackError(f"stack {d.name!r} ({d.method}) cannot change its workers while it runs",
+                         f"`seamless-stack down --name {d.name}`, then `up` again with the new worker options")
 
     @abstractmethod
     def down(self) -> None:

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Mapping
 
@@ -34,6 +35,7 @@ from ..storage import LOW, storage_problems
 from .base import CRASH_LOOP_RESTARTS, Backend, ServiceState
 
 COMPOSE_LABEL = "com.docker.compose.project"
+RETIRE_TIMEOUT = 60  # seconds a retired worker gets to close before Docker kills it (its nanny takes up to 10)
 
 
 # Docker's words for a published port another process holds (docker-proxy, or the kernel's).
@@ -212,6 +214,29 @@ class ComposeBackend(Backend):
             self.start(progress)
         return sorted({*stopped, *gone, *renewed})
 
+    def scale(self, workers: int, progress: Progress) -> None:
+        """Live, the services untouched. Added workers start next to the others. Removed ones
+        (the highest numbers) get SIGTERM: their nanny closes them, and the scheduler gives
+        what they were running to the workers that stay. The supervisor is stopped meanwhile
+        (it would start them again), and started again with the new count."""
+        d = self.deployment
+        fix = "see `seamless-stack status`, then run `scale` again"
+        workers_now = sorted((s for s in self.services() if s.service == "worker"), key=lambda s: _number(s.where))
+        retired = workers_now[workers:]
+        self.deployment = replace(d, workers=workers, settings={**d.settings, "workers": str(workers)})
+        if retired:
+            progress(f"stack {d.name!r}: retiring {len(retired)} worker(s) ({', '.join(s.where for s in retired)}); "
+                     "their running transformations go to the other workers")
+            if self.supervised:
+                self._compose("stop", fix, lambda: self.docker.compose.stop([SUPERVISOR], timeout=10))
+            for s in retired:
+                self._compose("scale", fix, lambda: self.docker.container.stop(s.where, time=RETIRE_TIMEOUT))
+                self._compose("scale", fix, lambda: self.docker.container.remove(s.where))
+        else:
+            progress(f"stack {d.name!r}: starting {workers - len(workers_now)} more worker(s)")
+        self._compose("scale", fix, lambda: self.docker.compose.up(
+            detach=True, quiet=True, pull="never", recreate=False, scales={"worker": workers}))
+
     def _renew_certificates(self, progress: Progress) -> list[str]:
         """Certificates near their end are signed again under the same CA (the client's with
         the key clients hold) and each service restarted once to take them up: running clients
@@ -353,6 +378,11 @@ def service_state(record: dict) -> ServiceState:
 
 
 STARTED_AGAIN = 5.0  # seconds after its creation (Compose starts what it creates within ~1 s): later is "again"
+
+
+def _number(container: str) -> int:
+    """The replica number Compose gives a container (`<project>-worker-3`)."""
+    return int(container.rsplit("-", 1)[1]) if container.rsplit("-", 1)[-1].isdigit() else 0
 
 
 def _utc(text: str) -> float | None:

@@ -17,7 +17,7 @@ import pytest
 from seamless_stack.api import SCHEDULER_RESTARTED
 
 from .conftest import (CLI, STALL, assert_a_wedged_worker_is_replaced, container, project_containers, rest_of,
-                       wait_until)
+                       service_hostnames, wait_until)
 from .test_errors import assert_clean_failure
 from .test_security import assert_no_secret_in_logs, read_record
 
@@ -165,6 +165,43 @@ def test_a_full_buffer_directory_is_an_error_not_a_hang_and_serves_again_once_sp
     finally:
         cli.run("down", "--name", name)
         subprocess.run(["umount", str(buffers)], capture_output=True)
+
+
+def test_a_stack_scales_live_while_clients_compute(cli, client, tmp_path):
+    """1 -> 4 -> 2 -> 1 workers (the last step by `up` with only --workers changed) while four
+    clients compute 200 transformations, no retry allowed: every result right, none failed, the
+    added workers computed some, `status` shows each count, no service restarted."""
+    name, clients, each = cli.new_name(), 4, 50
+    assert cli.up(name, *storage(tmp_path)).returncode == 0
+    services = {service: started_at(container(name, service)) for service in ("hashserver", "database", "scheduler")}
+    running = [client.start(cli.env_file(name), "steady.py", str(each), "0.2") for _ in range(clients)]
+    said = [[] for _ in running]
+    try:
+        for workers in (4, 2, 1):
+            for lines, steady in zip(said, running):  # every client computing between the steps
+                lines += [next_line(steady) for _ in range(3)]
+            if workers == 1:
+                scaled = cli.up(name, *storage(tmp_path), "--workers", "1")
+                assert "scaled to 1 worker(s)" in scaled.stderr, scaled.stderr
+            else:
+                scaled = cli.run("scale", "--name", name, "--workers", str(workers))
+            assert scaled.returncode == 0, scaled.stderr
+            status = cli.run("status", "--name", name)
+            assert status.returncode == 0 and f"workers: {workers}/{workers} workers ready; {workers} worker(s)" in status.stdout, \
+                status.stdout + status.stderr
+            assert len(service_hostnames(name, "worker")) == workers
+        for lines, steady in zip(said, running):
+            out, err = rest_of(steady, 300)
+            lines += [json.loads(line) for line in out.splitlines()]
+            assert steady.returncode == 0 and [line["value"] for line in lines] == [i * i for i in range(each)], err[-3000:]
+    finally:
+        for steady in running:
+            steady.kill()
+    hosts = [line["host"] for lines in said for line in lines]
+    print("transformations per worker:", {host: hosts.count(host) for host in set(hosts)})
+    assert len(set(hosts)) >= 2, "the added workers computed too"
+    assert {service: started_at(container(name, service)) for service in services} == services, "no service restarted"
+    assert json.loads((cli.home / ".seamless" / "stacks" / f"{name}.json").read_text())["workers"] == 1
 
 
 def test_restart_one_service(cli, client, tmp_path):

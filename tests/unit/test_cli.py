@@ -63,6 +63,8 @@ def test_slurm_options_map_one_to_one(captured):
     (["up", "slurm", "--job-extra", "--x\n#SBATCH --y"], "line break"),
     (["logs", "--tail", "-3"], "--tail -3 is negative"),
     (["restart", "nosuch"], "invalid choice"),
+    (["scale"], "the following arguments are required: --workers"),
+    (["scale", "--workers", "0"], "--workers must be between 1 and 64"),
     (["up", "local", "--nonsense"], "unrecognized arguments"),
 ])
 def test_bad_input_is_one_line(captured, capsys, argv, expected):

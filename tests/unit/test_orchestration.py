@@ -7,7 +7,7 @@ tested is the real facade: rollback order and guards, converge, leftovers, recor
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pytest
 
@@ -193,6 +193,27 @@ def test_up_again_with_another_spec_says_what_differs(fake, tmp_path):
     with pytest.raises(StackError, match=r"other settings \(threads 3 -> 2; workers 1 -> 2\).*down --name s1"):
         fake.up(spec(tmp_path, workers=2, threads=2))
     assert fake.calls == [] and state.exists("s1")
+
+
+def test_up_again_with_only_the_worker_count_changed_scales_live(fake, tmp_path):
+    fake.up(spec(tmp_path))
+    fake.calls.clear()
+    with pytest.raises(StackError, match=r"stack 's1' \(local\) cannot change its workers while it runs.*down --name s1"):
+        fake.up(spec(tmp_path, workers=2))  # a backend that cannot scale says how to get there
+    assert fake.calls == [] and state.load("s1").workers == 1
+
+    def scale(self, workers, progress):
+        fake.calls.append(f"scale {workers}")
+        self.deployment = replace(self.deployment, workers=workers, settings={**self.deployment.settings, "workers": str(workers)})
+
+    fake.backend.scale = scale
+    lines = []
+    d = fake.up(spec(tmp_path, workers=2), lines=lines)
+    assert fake.calls == ["scale 2", "converge"] and d.workers == 2 and state.load("s1").workers == 2
+    assert any("scaled to 2 worker(s)" in line for line in lines), lines
+    fake.calls.clear()
+    fake.up(spec(tmp_path, workers=2))
+    assert fake.calls == ["converge"], "the record keeps the new count: the same options converge"
 
 
 def test_a_record_from_before_a_setting_existed_converges_with_its_default(fake, tmp_path):

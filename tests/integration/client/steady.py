@@ -1,5 +1,6 @@
 """A Seamless client that knows nothing of seamless-stack: N fresh transformations, one after
-another, each taking PAUSE seconds on a worker. Prints one JSON line per result, as it comes. With
+another, each taking PAUSE seconds on a worker. Prints one JSON line per result, as it comes (with
+the host that computed it). With
 RETRIES, a transformation that fails is run again up to that many times, RETRY_WAIT seconds later
 (a client-level retry, as a script that expects a service to come back would do); each retry
 is a line too.
@@ -24,10 +25,11 @@ from seamless.transformer import direct
 
 @direct
 def step(tag, i, pause):
+    import socket
     import time
 
     time.sleep(pause)
-    return i * i
+    return [i * i, socket.gethostname()]
 
 
 count, pause, tag = int(sys.argv[1]), float(sys.argv[2]), uuid.uuid4().hex  # fresh: never found in the database
@@ -37,7 +39,7 @@ start = time.monotonic()
 for i in range(count):
     for attempt in range(retries + 1):
         try:
-            value = step(tag, i, pause)
+            value, host = step(tag, i, pause)
             break
         except Exception as exc:
             if attempt == retries:
@@ -45,4 +47,4 @@ for i in range(count):
             print(json.dumps({"i": i, "retry": f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1:]}",
                               "at": round(time.monotonic() - start, 2)}), flush=True)
             time.sleep(RETRY_WAIT)
-    print(json.dumps({"i": i, "value": value, "at": round(time.monotonic() - start, 2)}), flush=True)
+    print(json.dumps({"i": i, "value": value, "host": host, "at": round(time.monotonic() - start, 2)}), flush=True)
