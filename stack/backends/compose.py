@@ -232,7 +232,7 @@ class ComposeBackend(Backend):
             for s in retired:
                 self._compose("scale", fix, lambda: self.docker.container.stop(s.where, time=RETIRE_TIMEOUT))
                 self._compose("scale", fix, lambda: self.docker.container.remove(s.where))
-        else:
+        elif workers > len(workers_now):
             progress(f"stack {d.name!r}: starting {workers - len(workers_now)} more worker(s)")
         self._compose("scale", fix, lambda: self.docker.compose.up(
             detach=True, quiet=True, pull="never", recreate=False, scales={"worker": workers}))
@@ -382,7 +382,8 @@ STARTED_AGAIN = 5.0  # seconds after its creation (Compose starts what it create
 
 def _number(container: str) -> int:
     """The replica number Compose gives a container (`<project>-worker-3`)."""
-    return int(container.rsplit("-", 1)[1]) if container.rsplit("-", 1)[-1].isdigit() else 0
+    tail = container.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else 0
 
 
 def _utc(text: str) -> float | None:
