@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping
 
 from . import doctor as client_versions
-from . import credentials, oplock, seamless_config, state
+from . import background, credentials, oplock, seamless_config, state
 from .backends import BACKENDS, Backend, backend_for
 from .connection import render, write_env_file
 from .errors import StackError
@@ -91,6 +91,7 @@ def _up(spec: StackSpec, progress: Progress, backends: Mapping[str, type[Backend
     for warning in backend.warnings:
         progress(f"WARNING: {warning}")
     seamless_config.refresh(backend.deployment, progress)  # connected Seamless projects: the new addresses
+    _keep_tunnel(spec.name, progress)
     return backend.deployment
 
 
@@ -168,7 +169,17 @@ def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backend
                       *([f"started again: {', '.join(restarted)}"] if restarted else [])]) or "already up and healthy"
     _report_ready(backend.deployment, what, progress)
     seamless_config.refresh(backend.deployment, progress)
+    _keep_tunnel(spec.name, progress)
     return backend.deployment
+
+
+def _keep_tunnel(name: str, progress: Progress) -> None:
+    """`up` starts the background tunnel of connected projects again if it died: a warning if
+    it cannot (the stack itself is up; `status` names the tunnel until it runs)."""
+    try:
+        background.ensure(name, progress)
+    except StackError as exc:
+        progress(f"WARNING: {exc}")
 
 
 def _report_ready(deployment: Deployment, what: str, progress: Progress) -> None:
@@ -203,6 +214,7 @@ def _down(name: str, progress: Progress, backends: Mapping[str, type[Backend]]) 
         seamless_config.stack_down(name, None, progress)
         return
     progress(f"stopping stack {name!r}")
+    background.stop(name, progress)  # its tunnel first: it puts the project files back as it ends
     backend_for(deployment, dict(backends)).down()
     Path(deployment.env_file).unlink(missing_ok=True)
     state.forget(name)
@@ -271,6 +283,7 @@ def connect(name: str, projects: list[Project], progress: Progress = quiet) -> l
     """Let Seamless projects use the stack (seamless.config.init); returns the lines for
     their seamless.profile.yaml and seamless.yaml. Warns when python3 here differs from the stack."""
     seamless_config.connect(name, projects, progress)
+    background.ensure(name, progress)  # secured or over SSH: the tunnel they need, with no terminal kept open
     warning = client_versions.version_warning("python3")
     if warning:
         progress(f"WARNING: {warning}")
@@ -278,8 +291,10 @@ def connect(name: str, projects: list[Project], progress: Progress = quiet) -> l
 
 
 def disconnect(name: str, projects: list[Project] | None, progress: Progress = quiet) -> None:
-    """Remove these projects' files (None: all of them)."""
+    """Remove these projects' files (None: all of them); the background tunnel goes with the last."""
     seamless_config.disconnect(name, projects, progress)
+    if not seamless_config.connected(name):
+        background.stop(name, progress)
 
 
 def doctor(python: str = "python3", name: str | None = None) -> tuple[str, bool]:
@@ -365,6 +380,8 @@ def status(name: str, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> St
         problems.append(f"workers: {answers['worker'][1]}")
     scaling, refused = backend.scaling()
     problems += [refused] if refused else []
+    if background.wanted(name) and not background.running(name):
+        problems.append(f"the tunnel its Seamless projects need is not running (log {StackFiles.of(name).tunnel_log})")
     problems = list(dict.fromkeys(problems))
     return StackStatus(deployment, rows, answers["worker"][1], scaling, problems,
                        seamless_config.status_lines(deployment, healthy=not problems), notes)

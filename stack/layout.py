@@ -81,6 +81,11 @@ class StackFiles:
         return self.folder / f"{self.name}.tls"
 
     @property
+    def tunnel_log(self) -> Path:
+        """The output of the tunnel `connect` and `up` keep running in the background (background.py)."""
+        return self.folder / f"{self.name}.tunnel.log"
+
+    @property
     def lock(self) -> Path:
         """Exists while an `up`, `down` or `restart` of the stack runs, locked by it (oplock.py)."""
         return self.folder / f"{self.name}.lock"

@@ -10,6 +10,7 @@ session keeps both up until Ctrl-C and puts every file back as it was without th
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from typing import Callable, Iterator
 
@@ -49,6 +50,11 @@ def tunnel(name: str, fmt: str, on_ready: Callable[[str, Deployment], None], pro
     Seamless' configuration route needs (connected projects use its ports meanwhile).
     `on_ready` gets the environment in `fmt`, and the stack, once everything is open."""
     deployment = state.load(name)
+    serving = seamless_config.tunnel_pid(name)
+    if serving and serving != os.getpid():
+        raise StackError(f"a tunnel of stack {name!r} runs already (pid {serving}: the one its Seamless projects use)",
+                         f"use it: its environment is in {deployment.env_file}; `seamless-stack disconnect --name {name} "
+                         "--all` stops a background one")
     port_range = port_range or deployment.port_range or DEFAULT_PORT_RANGE  # local ports: the stack's range by default
     secured = deployment.credentials_dir is not None
     if deployment.ssh_destination is None and not secured:

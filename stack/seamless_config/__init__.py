@@ -14,4 +14,4 @@ from .disk import cluster_file, form_of, launcher_client_dir, needs_tunnel, writ
 from .hooks import refresh, stack_down, tunnel_closed, tunnel_opened
 from .names import (QUEUE, SERVICES, Project, cluster_name, launcher_key, pure_dask_key, ssh_hostname,
                     valid_host as _valid_host)
-from .record import Record, connected, load, save
+from .record import Record, connected, load, save, tunnel_pid

@@ -75,10 +75,7 @@ def connect(stack: str, projects: Iterable[Project], progress: Progress = quiet)
              f"in {cluster_file(stack)}, client files in {launcher_client_dir()}")
     progress(MODES_NOTE)
     progress(security_note(deployment))
-    if form == "tunnel":
-        progress(f"run `seamless-stack tunnel --name {stack}` and keep it running while the project runs "
-                 "(the project's files are written while it runs)")
-    else:
+    if form != "tunnel":  # else api.connect starts the tunnel in the background, and says so
         problems = _reachability_problems(deployment, record)
         if problems:
             progress(f"WARNING: stack {stack!r} is not healthy ({'; '.join(problems)}): the project fails until "

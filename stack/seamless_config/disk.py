@@ -61,7 +61,8 @@ def form_text(stack: str, form: str) -> str:
     """What a form means for the connected projects, in a sentence."""
     return {
         "ready": "connected",
-        "tunnel": f"waiting for `seamless-stack tunnel --name {stack}` (they fail until it runs)",
+        "tunnel": f"waiting for their tunnel (they fail until it runs: `seamless-stack up ... --name {stack}` or "
+                  "`connect` starts it in the background)",
         "down": f"stack is down: `seamless-stack up ... --name {stack}` starts it",
         "none": "none",
     }[form]

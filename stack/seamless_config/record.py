@@ -8,12 +8,12 @@ their files true.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 
 from ..errors import StackError
 from ..files import write_private
 from ..layout import StackFiles
+from ..processes import alive
 from .names import Project
 
 
@@ -32,10 +32,15 @@ class Record:
         if not self.tunnel:
             return None
         try:
-            os.kill(int(self.tunnel["pid"]), 0)
-        except (OSError, ValueError, KeyError, TypeError):
+            if not alive(int(self.tunnel["pid"])):
+                return None
+        except (ValueError, KeyError, TypeError):
             return None
         return {k: int(v) for k, v in self.tunnel.get("ports", {}).items()}
+
+    def tunnel_pid(self) -> int | None:
+        """The running tunnel's pid; None when no tunnel runs."""
+        return int(self.tunnel["pid"]) if self.tunnel_ports() is not None else None
 
 
 def load(stack: str) -> Record:
@@ -68,3 +73,11 @@ def connected(stack: str) -> list[Project]:
         return load(stack).projects
     except StackError:
         return []
+
+
+def tunnel_pid(stack: str) -> int | None:
+    """The pid of the tunnel that serves the stack's projects now; None when none runs."""
+    try:
+        return load(stack).tunnel_pid()
+    except StackError:
+        return None

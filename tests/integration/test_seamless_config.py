@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import stat
 import subprocess
@@ -22,7 +23,9 @@ from pathlib import Path
 from bench.common import project_files
 from bench.nested_vs_own import NESTED_WORKLOAD, SEAMLESS_RACE
 
-from .conftest import CLIENT_SCRIPTS, TunnelProcess, service_hostnames
+from seamless_stack.processes import alive
+
+from .conftest import CLIENT_SCRIPTS, service_hostnames, wait_until
 
 SERVICES = ("hashserver", "database", "daskserver")
 
@@ -80,6 +83,13 @@ class SeamlessProject:
         return found
 
 
+def background_tunnel(cli, name: str) -> int:
+    """The pid of the tunnel serving the stack's projects (the project record has it), alive."""
+    pid = json.loads((cli.home / ".seamless" / "stacks" / f"{name}.projects.json").read_text())["tunnel"]["pid"]
+    assert alive(pid) and b"tunnel" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    return pid
+
+
 def client_files(home: Path) -> dict[str, Path]:
     folder = home / ".remote-http-launcher" / "client"
     return {p.stem: p for p in folder.glob("*.json")} if folder.is_dir() else {}
@@ -118,81 +128,95 @@ def mismatched_venv(client_venv: Path, folder: Path, cloudpickle: str = "3.1.3")
 
 # -- the local stack -------------------------------------------------------------------------
 def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path):
-    """A secured stack (the default), used through `tunnel`: its owner-only forwarder adds the
-    credentials this route cannot carry."""
+    """A secured stack (the default), used with no terminal kept open: `up --project` and
+    `connect` start the tunnel its owner-only forwarder lives in, in the background; `status`
+    names it when it dies, `up` starts it again, `down` stops it."""
     buffers, database = tmp_path / "buffers", tmp_path / "database"
     name = stack_name(cli)
     cluster = f"seamless-stack-{name}"
     env = cli.env(PATH=f"{client_venv}/bin:{os.environ['PATH']}")  # python3 on PATH: the matching client
     dirs = ("--buffer-dir", str(buffers), "--database-dir", str(database))
 
-    # 1. `up --project` connects right away; stdout stays the environment alone; the files wait for `tunnel`.
+    # 1. `up --project` connects right away and starts the tunnel; stdout stays the environment alone.
     up = cli.up(name, "--workers", "2", "--threads", "2", *dirs, "--project", "demo", env=env)
     assert up.returncode == 0, up.stderr
     assert up.stdout == cli.env_file(name).read_text().split("\n", 1)[1], "up prints only the environment"
     warnings = [line for line in up.stderr.splitlines() if "WARNING" in line and "Docker engine" not in line]
     assert "- cluster: " + cluster in up.stderr and warnings == [], warnings  # (an engine before 28 is named)
-    assert f"seamless-stack tunnel --name {name}" in up.stderr
+    assert "the tunnel for its Seamless projects runs in the background" in up.stderr, up.stderr
+    tunnel = background_tunnel(cli, name)
+    log = cli.home / ".seamless" / "stacks" / f"{name}.tunnel.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
     connect = cli.run("connect", "--name", name, "--project", "demo", "--stage", "gpu", env=env)
     assert connect.returncode == 0 and "WARNING" not in connect.stderr, connect.stderr
+    assert background_tunnel(cli, name) == tunnel, "one tunnel serves every project of the stack"
     project = SeamlessProject(tmp_path / "project", client_venv, cli.home)
     project.write_config(connect.stdout)
     assert (project.folder / "seamless.profile.yaml").read_text() == f"- cluster: {cluster}\n"
     assert (project.folder / "seamless.yaml").read_text() == "- project: demo\n- execution: remote\n- remote: daskserver\n"
-    assert client_files(cli.home) == {}
-    waiting = project.run("5")
-    assert waiting.returncode != 0 and f"seamless-stack tunnel --name {name}" in waiting.stderr
 
-    with TunnelProcess(cli, name) as tunnel:
-        # 2. The files: keys exactly as the client's seamless-config computes them, owner-only.
-        files = client_files(cli.home)
-        keys = {project.resolve_key(s, cluster, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
-        keys.add(f"pure-daskserver-{cluster}-default")  # pure-Dask stages: seamless-config's key_template, one per cluster
-        assert set(files) == keys and len(keys) == 7
-        assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
-        assert (cli.home / ".seamless" / "clusters" / f"{cluster}.yaml").is_file()
-        assert not (cli.home / ".seamless" / "clusters.yaml").exists()
-        daskserver = json.loads(files[f"daskserver-{cluster}-rw-demo"].read_text())
-        hashserver = json.loads(files[f"hashserver-{cluster}-rw-demo"].read_text())
-        assert daskserver["hostname"] == "127.0.0.1"
+    # 2. The files: keys exactly as the client's seamless-config computes them, owner-only.
+    files = client_files(cli.home)
+    keys = {project.resolve_key(s, cluster, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
+    keys.add(f"pure-daskserver-{cluster}-default")  # pure-Dask stages: seamless-config's key_template, one per cluster
+    assert set(files) == keys and len(keys) == 7
+    assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files.values())
+    assert (cli.home / ".seamless" / "clusters" / f"{cluster}.yaml").is_file()
+    assert not (cli.home / ".seamless" / "clusters.yaml").exists()
+    daskserver = json.loads(files[f"daskserver-{cluster}-rw-demo"].read_text())
+    hashserver = json.loads(files[f"hashserver-{cluster}-rw-demo"].read_text())
+    assert daskserver["hostname"] == "127.0.0.1"
 
-        # 3. The project computes on our workers; its results land in our buffer directory and database.
-        workers = service_hostnames(name, "worker")
-        answer = project.result("5")
-        assert answer["direct"] == {"value": 10, "host": answer["direct"]["host"]} and answer["direct"]["host"] in workers
-        assert answer["delayed"]["value"] == 6 and answer["delayed"]["host"] in workers
-        assert buffer_path(buffers, answer["result_checksum"]).is_file()
-        with sqlite3.connect(database / "seamless.db") as db:
-            rows = db.execute("select * from transformation").fetchall()
-        assert any(row[1] == answer["result_checksum"] for row in rows), "the database has it"
-        staged = project.result("7", "gpu")  # the stage's keys, the same stack
-        assert staged["delayed"]["value"] == 8 and staged["delayed"]["host"] in workers and staged["direct"]["host"] in workers
-        assert buffer_path(buffers, staged["result_checksum"]).is_file()
+    # 3. The project computes on our workers; its results land in our buffer directory and database.
+    workers = service_hostnames(name, "worker")
+    answer = project.result("5")
+    assert answer["direct"] == {"value": 10, "host": answer["direct"]["host"]} and answer["direct"]["host"] in workers
+    assert answer["delayed"]["value"] == 6 and answer["delayed"]["host"] in workers
+    assert buffer_path(buffers, answer["result_checksum"]).is_file()
+    with sqlite3.connect(database / "seamless.db") as db:
+        rows = db.execute("select * from transformation").fetchall()
+    assert any(row[1] == answer["result_checksum"] for row in rows), "the database has it"
+    staged = project.result("7", "gpu")  # the stage's keys, the same stack
+    assert staged["delayed"]["value"] == 8 and staged["delayed"]["host"] in workers and staged["direct"]["host"] in workers
+    assert buffer_path(buffers, staged["result_checksum"]).is_file()
 
-        # 4. Nothing was launched: no launcher state for a server, no process with this HOME but the tunnel.
-        assert not (cli.home / ".remote-http-launcher" / "server").exists()
-        assert [cmd for cmd in project.processes() if "tunnel" not in cmd] == []
-        assert set(client_files(cli.home)) == keys, "every file answered its health check: none was deleted"
+    # 4. Nothing was launched: no launcher state for a server, no process with this HOME but the tunnel.
+    assert not (cli.home / ".remote-http-launcher" / "server").exists()
+    assert [cmd for cmd in project.processes() if "tunnel" not in cmd] == []
+    assert set(client_files(cli.home)) == keys, "every file answered its health check: none was deleted"
 
-        # 5. Workers keep their own addresses: the preload's plugin, worker-facing, with the secret.
-        plugin = scheduler_plugin(client_venv, cli.home, f"tcp://127.0.0.1:{daskserver['port']}")
-        assert plugin["buffer"][0]["url"].startswith("https://seamless:") and "@hashserver:" in plugin["buffer"][0]["url"]
-        assert "@database:" in plugin["database"][0]["url"]
+    # 5. Workers keep their own addresses: the preload's plugin, worker-facing, with the secret.
+    plugin = scheduler_plugin(client_venv, cli.home, f"tcp://127.0.0.1:{daskserver['port']}")
+    assert plugin["buffer"][0]["url"].startswith("https://seamless:") and "@hashserver:" in plugin["buffer"][0]["url"]
+    assert "@database:" in plugin["database"][0]["url"]
 
-        # 6. The forwarder admits this user's processes only.
-        knock = ["/usr/bin/python3", "-c", "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)",
-                 f"http://127.0.0.1:{hashserver['port']}/healthcheck"]
-        assert subprocess.run(knock, capture_output=True).returncode == 0
-        other = subprocess.run(["setpriv", "--reuid=12345", "--regid=12345", "--clear-groups", *knock], capture_output=True, text=True)
-        assert other.returncode != 0 and ("RemoteDisconnected" in other.stderr or "reset" in other.stderr), other.stderr
+    # 6. The forwarder admits this user's processes only; its log holds no secret.
+    knock = ["/usr/bin/python3", "-c", "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)",
+             f"http://127.0.0.1:{hashserver['port']}/healthcheck"]
+    assert subprocess.run(knock, capture_output=True).returncode == 0
+    other = subprocess.run(["setpriv", "--reuid=12345", "--regid=12345", "--clear-groups", *knock], capture_output=True, text=True)
+    assert other.returncode != 0 and ("RemoteDisconnected" in other.stderr or "reset" in other.stderr), other.stderr
+    secret = (cli.home / ".seamless" / "stacks" / f"{name}.tls" / "http.secret").read_text().strip()
+    assert secret not in log.read_text() and "configuration route" in log.read_text()
+    status = cli.run("status", "--name", name)
+    assert status.returncode == 0 and "seamless projects: demo, demo (stage gpu)" in status.stdout
 
-        status = cli.run("status", "--name", name)
-        assert status.returncode == 0 and "seamless projects: demo, demo (stage gpu)" in status.stdout
-    assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
-    assert client_files(cli.home) == {}, "the forwarder's ports are gone with it"
+    # 7. The tunnel killed: status names it, `up` starts it again, the project computes again.
+    os.kill(tunnel, signal.SIGKILL)
+    wait_until(lambda: not alive(tunnel), 10, "the tunnel gone")
+    dead = cli.run("status", "--name", name)
+    assert dead.returncode == 1 and "the tunnel its Seamless projects need is not running" in dead.stderr, dead.stderr
+    again = cli.up(name, "--workers", "2", "--threads", "2", *dirs, env=env)
+    assert again.returncode == 0 and "runs in the background" in again.stderr, again.stderr
+    assert background_tunnel(cli, name) != tunnel and cli.run("status", "--name", name).returncode == 0
+    assert project.result("5") == answer, "from the database, through the new tunnel"
 
-    # 7. down: the same script fails, saying which stack and what to run.
-    assert cli.run("down", "--name", name).returncode == 0
+    # 8. down stops the tunnel: no process left, no client file; the same script then fails,
+    # saying which stack and what to run.
+    tunnel = background_tunnel(cli, name)
+    down = cli.run("down", "--name", name)
+    assert down.returncode == 0 and "stopped the background tunnel" in down.stderr, down.stderr
+    assert not alive(tunnel) and client_files(cli.home) == {}
     failed = project.run("5")
     assert failed.returncode != 0
     assert f"stack {name} is down" in failed.stderr and f"seamless-stack up local --name {name}" in failed.stderr
@@ -200,21 +224,21 @@ def test_a_seamless_project_computes_on_a_local_stack(cli, client_venv, tmp_path
     down_status = cli.run("status", "--name", name)
     assert down_status.returncode == 2 and f"seamless-stack up local --name {name}" in down_status.stderr
 
-    # 8. up again (new ports, new containers) and the tunnel: the files follow, the earlier results are found.
+    # 9. up again (new ports, new containers): the tunnel and the files follow, the earlier results are found.
     assert cli.up(name, "--workers", "2", "--threads", "2", *dirs, env=env).returncode == 0
-    with TunnelProcess(cli, name) as tunnel:
-        assert set(client_files(cli.home)) == keys
-        assert service_hostnames(name, "worker").isdisjoint(workers)
-        again = project.result("5")
-        assert again == answer, "from the database: the old workers' host names, no recomputation"
-    assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
+    assert set(client_files(cli.home)) == keys
+    assert service_hostnames(name, "worker").isdisjoint(workers)
+    assert project.result("5") == answer, "from the database: the old workers' host names, no recomputation"
 
-    # 9. connect warns about a client with other versions; disconnect removes everything.
+    # 10. connect warns about a client with other versions; disconnect removes everything, the tunnel too.
     other = mismatched_venv(client_venv, tmp_path / "other-venv")
     warned = cli.run("connect", "--name", name, "--project", "other", env=cli.env(PATH=f"{other}/bin:{os.environ['PATH']}"))
     assert warned.returncode == 0 and "WARNING" in warned.stderr and "cloudpickle 3.1.3 (stack 3.1.2)" in warned.stderr
-    assert cli.run("disconnect", "--name", name, "--all").returncode == 0
+    tunnel = background_tunnel(cli, name)
+    disconnected = cli.run("disconnect", "--name", name, "--all")
+    assert disconnected.returncode == 0 and "stopped the background tunnel" in disconnected.stderr, disconnected.stderr
     assert client_files(cli.home) == {} and not (cli.home / ".seamless" / "clusters" / f"{cluster}.yaml").exists()
+    assert not alive(tunnel)
 
 
 # -- the version check ------------------------------------------------------------------------
@@ -283,18 +307,17 @@ def test_nested_transformations_and_pure_dask_stages_on_connected_stacks(cli, cl
         shell = {**dict(item.split("=", 1) for item in sourced.stdout.decode().split("\0") if "=" in item), **project.env()}
         assert "DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT" in shell, "the stack's env file is sourced"
 
-        with TunnelProcess(cli, name) as tunnel:
-            workers = service_hostnames(name, "worker")
-            tag = uuid.uuid4().hex[:8]
-            outer = 8  # more than the Dask threads: 1:1 threads hang at the first, root-task queuing at 4
-            nested = run_json(project, shell, NESTED_WORKLOAD.name, "route", str(outer), tag)
-            labels = sorted(f"{tag}-{i}-{m}-{leaf}" for i in range(outer) for m in "12" for leaf in "ab")
-            assert nested["labels"] == labels and set(nested["hosts"]) <= workers, nested
-            pure = run_json(project, shell, "pure_dask_project.py", "5")
-            assert pure["values"] == [0, 1, 4, 9, 16] and set(pure["hosts"]) <= workers, pure
-            files = client_files(cli.home)
-            assert f"pure-daskserver-seamless-stack-{name}-default" in files
-            if name == first:  # the tunnel's forwarder draws from the stack's own range
-                ports = {json.loads(path.read_text())["port"] for key, path in files.items() if name in key}
-                assert ports and all(58000 <= port <= 58099 for port in ports), ports
-        assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
+        # the tunnel `up --project` started in the background serves the project
+        workers = service_hostnames(name, "worker")
+        tag = uuid.uuid4().hex[:8]
+        outer = 8  # more than the Dask threads: 1:1 threads hang at the first, root-task queuing at 4
+        nested = run_json(project, shell, NESTED_WORKLOAD.name, "route", str(outer), tag)
+        labels = sorted(f"{tag}-{i}-{m}-{leaf}" for i in range(outer) for m in "12" for leaf in "ab")
+        assert nested["labels"] == labels and set(nested["hosts"]) <= workers, nested
+        pure = run_json(project, shell, "pure_dask_project.py", "5")
+        assert pure["values"] == [0, 1, 4, 9, 16] and set(pure["hosts"]) <= workers, pure
+        files = client_files(cli.home)
+        assert f"pure-daskserver-seamless-stack-{name}-default" in files
+        if name == first:  # the tunnel's forwarder draws from the stack's own range
+            ports = {json.loads(path.read_text())["port"] for key, path in files.items() if name in key}
+            assert ports and all(58000 <= port <= 58099 for port in ports), ports

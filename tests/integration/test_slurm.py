@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from seamless_stack import credentials
+from seamless_stack.processes import alive
 
 from .conftest import INTRUDER, STALL, TunnelProcess, assert_a_wedged_worker_is_replaced, wait_until
 from .test_security import (INTRUDER_UID, PROBE, assert_doors_shut, assert_refused, assert_silent_connections_closed,
@@ -292,61 +293,58 @@ def test_slurm_bad_input(scli, cluster):
 
 def test_a_seamless_project_through_the_tunnel(scli, client_venv, cluster, tmp_path):
     """Seamless' own configuration route (seamless.config.init()) on a Slurm stack over SSH:
-    the project's files hold the tunnel's ports while `tunnel` runs, and say what to run otherwise."""
-    from .test_seamless_config import SERVICES, SeamlessProject, buffer_path, client_files, scheduler_plugin
+    `up --project` starts the tunnel in the background (SSH forwards and the owner-only
+    forwarder); the project's files hold its ports while it runs; `down` stops it."""
+    from .test_seamless_config import SERVICES, SeamlessProject, background_tunnel, buffer_path, client_files, scheduler_plugin
 
     name = "cfg" + uuid.uuid4().hex[:8]
     scli.names.append(name)
     cluster_name = f"seamless-stack-{name}"
     up = scli.up(name, "--login", cluster.destination, *JOB_OPTIONS, "--project", "demo", method="slurm", timeout=1800)
     assert up.returncode == 0, up.stderr
-    assert f"seamless-stack tunnel --name {name}" in up.stderr
+    assert "the tunnel for its Seamless projects runs in the background" in up.stderr, up.stderr
+    tunnel = background_tunnel(scli, name)
     connect = scli.run("connect", "--name", name, "--project", "demo", "--stage", "gpu")
     assert connect.returncode == 0, connect.stderr
     project = SeamlessProject(tmp_path / "project", client_venv, scli.home)
     project.write_config(connect.stdout)
 
-    # no tunnel yet: no client files, and the script says what to run
-    assert client_files(scli.home) == {}
-    waiting = project.run("3")
-    assert waiting.returncode != 0 and f"seamless-stack tunnel --name {name}" in waiting.stderr
-
     record = json.loads((scli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
     remote_ports, node_address = record["placement"]["ports"], record["placement"]["host_name"]
     node = services_node(scli, name)
-    with TunnelProcess(scli, name) as tunnel:
-        files = client_files(scli.home)
-        keys = {project.resolve_key(s, cluster_name, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
-        keys.add(f"pure-daskserver-{cluster_name}-default")  # pure-Dask stages: one per cluster
-        assert set(files) == keys
-        hashserver = json.loads(files[f"hashserver-{cluster_name}-rw-demo"].read_text())
-        daskserver = json.loads(files[f"daskserver-{cluster_name}-rw-demo"].read_text())
-        assert hashserver["hostname"] == "127.0.0.1" and hashserver["tunneled-port"] == remote_ports["hashserver"]
-        ssh_forward = int(tunnel.variables["SEAMLESS_WRITE_BUFFER_SERVER"].rsplit(":", 1)[1])
-        assert hashserver["port"] != ssh_forward, "the project uses the owner-only forwarder, not the SSH forward itself"
+    files = client_files(scli.home)
+    keys = {project.resolve_key(s, cluster_name, "demo", stage) for s in SERVICES for stage in (None, "gpu")}
+    keys.add(f"pure-daskserver-{cluster_name}-default")  # pure-Dask stages: one per cluster
+    assert set(files) == keys
+    hashserver = json.loads(files[f"hashserver-{cluster_name}-rw-demo"].read_text())
+    daskserver = json.loads(files[f"daskserver-{cluster_name}-rw-demo"].read_text())
+    assert hashserver["hostname"] == "127.0.0.1" and hashserver["tunneled-port"] == remote_ports["hashserver"]
+    exported = dict(line.removeprefix("export ").split("=", 1) for line in scli.env_file(name).read_text().splitlines()
+                    if line.startswith("export "))  # the env file holds the tunnel's local ports while it runs
+    ssh_forward = int(exported["SEAMLESS_WRITE_BUFFER_SERVER"].strip("'\"").rsplit(":", 1)[1])
+    assert hashserver["port"] != ssh_forward, "the project uses the owner-only forwarder, not the SSH forward itself"
 
-        answer = project.result("3")
-        for result in (answer["direct"], answer["delayed"]):
-            assert result["host"] in cluster.compute_nodes and result["host"] != node, "a worker job on another node"
-        home = Path(cluster.home_path) / cluster.user
-        assert buffer_path(home / ".seamless" / "buffers", answer["result_checksum"]).is_file()
-        staged = project.result("4", "gpu")
-        assert staged["delayed"]["value"] == 5 and staged["delayed"]["host"] in cluster.compute_nodes
+    answer = project.result("3")
+    for result in (answer["direct"], answer["delayed"]):
+        assert result["host"] in cluster.compute_nodes and result["host"] != node, "a worker job on another node"
+    home = Path(cluster.home_path) / cluster.user
+    assert buffer_path(home / ".seamless" / "buffers", answer["result_checksum"]).is_file()
+    staged = project.result("4", "gpu")
+    assert staged["delayed"]["value"] == 5 and staged["delayed"]["host"] in cluster.compute_nodes
 
-        # nothing launched: no launcher server state, no process with this HOME but the tunnel's
-        assert not (scli.home / ".remote-http-launcher" / "server").exists()
-        left = [cmd for cmd in project.processes() if "tunnel" not in cmd and not cmd.startswith(("ssh ", "/usr/bin/ssh "))]
-        assert left == []
-        # workers keep the services node's address (the preload), not the tunnel's 127.0.0.1
-        plugin = scheduler_plugin(client_venv, scli.home, f"tcp://127.0.0.1:{daskserver['port']}")
-        url = plugin["buffer"][0]["url"]
-        assert url.startswith("https://seamless:") and url.endswith(f"@{node_address}:{remote_ports['hashserver']}")
-    assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
-    assert client_files(scli.home) == {}, "the tunnel's ports are gone with it"
-    status = scli.run("status", "--name", name)
-    assert f"seamless-stack tunnel --name {name}" in status.stdout
+    # nothing launched: no launcher server state, no process with this HOME but the tunnel's
+    assert not (scli.home / ".remote-http-launcher" / "server").exists()
+    left = [cmd for cmd in project.processes() if "tunnel" not in cmd and not cmd.startswith(("ssh ", "/usr/bin/ssh "))]
+    assert left == []
+    # workers keep the services node's address (the preload), not the tunnel's 127.0.0.1
+    plugin = scheduler_plugin(client_venv, scli.home, f"tcp://127.0.0.1:{daskserver['port']}")
+    url = plugin["buffer"][0]["url"]
+    assert url.startswith("https://seamless:") and url.endswith(f"@{node_address}:{remote_ports['hashserver']}")
+    assert scli.run("status", "--name", name).returncode == 0
 
-    assert scli.run("down", "--name", name).returncode == 0
+    down = scli.run("down", "--name", name)
+    assert down.returncode == 0 and "stopped the background tunnel" in down.stderr, down.stderr
+    assert not alive(tunnel) and client_files(scli.home) == {}, "the tunnel's ports are gone with it"
     failed = project.run("3")
     assert failed.returncode != 0
     assert f"stack {name} is down" in failed.stderr and f"seamless-stack up slurm --name {name}" in failed.stderr

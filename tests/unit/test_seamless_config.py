@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -212,7 +213,7 @@ def test_ssh_stacks_get_client_files_only_while_the_tunnel_runs(home):
     assert sc.status_lines(d) == ["seamless projects: demo (cluster seamless-stack-s1): connected"]
     sc.tunnel_closed(d)
     assert list(client_dir.iterdir()) == []
-    assert "seamless-stack tunnel --name s1" in sc.status_lines(d)[0]
+    assert "waiting for their tunnel" in sc.status_lines(d)[0] and "--name s1" in sc.status_lines(d)[0]
 
 
 def test_a_killed_tunnel_is_noticed(home):
@@ -322,7 +323,7 @@ def test_a_secured_stack_is_used_through_the_tunnel_only(home):
     assert sc.connect("s1", [sc.Project("demo")]) == "tunnel"
     client_dir = home / ".remote-http-launcher" / "client"
     assert not client_dir.exists() or list(client_dir.iterdir()) == []
-    assert "seamless-stack tunnel --name s1" in sc.status_lines(d)[0]
+    assert "waiting for their tunnel" in sc.status_lines(d)[0] and "--name s1" in sc.status_lines(d)[0]
     sc.tunnel_opened(d, LOCAL)
     content = json.loads((client_dir / "hashserver-seamless-stack-s1-rw-demo.json").read_text())
     assert (content["hostname"], content["port"]) == ("127.0.0.1", LOCAL["hashserver"])
@@ -379,3 +380,37 @@ def test_updating_turns_a_failing_change_into_a_warning(home):
         raise ValueError("boom")
     assert lines == ["WARNING: could not update the files of connected Seamless projects (boom)"]
     assert not StackFiles.of("s1").projects.exists(), "nothing is saved"
+
+
+# -- the background tunnel ---------------------------------------------------------------------
+def test_a_background_tunnel_that_cannot_start_is_one_line_naming_its_log(home):
+    """A secured stack whose credentials folder is gone: the tunnel `connect` starts ends at once;
+    the error names the log and its last line, and no process is left."""
+    from seamless_stack import background
+
+    state.save(deployment(credentials_dir=str(home / "gone.tls")))
+    sc.connect("s1", [sc.Project("demo")])
+    assert background.wanted("s1") and background.running("s1") is None
+    with pytest.raises(StackError, match=r"background tunnel of stack 's1' did not start \(.+\).*s1\.tunnel\.log"):
+        background.ensure("s1", lambda line: None)
+    log = StackFiles.of("s1").tunnel_log
+    assert os.stat(log).st_mode & 0o777 == 0o600 and "gone.tls" in log.read_text()
+    assert background.running("s1") is None
+    background.stop("s1", lambda line: None)  # nothing to stop: no error
+
+
+def test_only_a_tunnel_started_in_the_background_is_stopped_by_down(home):
+    """A user's foreground tunnel (the terminal's session) is not ours to stop."""
+    from seamless_stack import background
+
+    command = [sys.executable, "-c", "import time; time.sleep(30)", "tunnel", "--name", "s1"]
+    foreground = subprocess.Popen(command)  # the same session as this test's
+    ours = subprocess.Popen(command, start_new_session=True)
+    try:
+        for process in (foreground, ours):  # until they run the command (exec'd)
+            while b"tunnel" not in open(f"/proc/{process.pid}/cmdline", "rb").read():
+                time.sleep(0.01)
+        assert not background._is_background_tunnel(foreground.pid, "s1")
+        assert background._is_background_tunnel(ours.pid, "s1") and not background._is_background_tunnel(ours.pid, "s2")
+    finally:
+        foreground.kill(), ours.kill(), foreground.wait(), ours.wait()
