@@ -192,6 +192,38 @@ def assert_a_second_user_of_the_remote_gets_nothing(rcli, remote, name: str) -> 
     assert denied.returncode != 0 and "Permission denied" in denied.stderr
 
 
+def test_a_seamless_project_on_a_remote_stack_over_ssh_with_no_terminal_kept_open(rcli, client_venv, remote, tmp_path):
+    """`up remote --project` starts the tunnel (SSH forwards, owner-only forwarder) in the
+    background: an unmodified project (seamless.config.init()) computes on the remote's workers;
+    the tunnel killed, status names it and up starts it again; down leaves no process."""
+    from seamless_stack.processes import alive
+
+    from .test_seamless_config import SeamlessProject, background_tunnel, client_files
+
+    name = rcli.new_name()
+    up = rcli.up(name, "--host", remote.destination, "--ssh", "--project", "demo", method="remote")
+    assert up.returncode == 0 and "runs in the background" in up.stderr, up.stderr
+    connect = rcli.run("connect", "--name", name, "--project", "demo")  # the project's lines; the tunnel runs already
+    assert connect.returncode == 0 and "runs in the background" not in connect.stderr, connect.stderr
+    project = SeamlessProject(tmp_path / "project", client_venv, rcli.home)
+    project.write_config(connect.stdout)
+    answer = project.result("5")
+    assert answer["direct"]["host"] in remote_workers(remote) and answer["delayed"]["value"] == 6
+
+    tunnel = background_tunnel(rcli, name)
+    os.kill(tunnel, signal.SIGKILL)
+    wait_until(lambda: not alive(tunnel), 10, "the tunnel gone")
+    dead = rcli.run("status", "--name", name)
+    assert dead.returncode == 1 and "the tunnel its Seamless projects need is not running" in dead.stderr, dead.stderr
+    again = rcli.up(name, "--host", remote.destination, "--ssh", method="remote")
+    assert again.returncode == 0 and "runs in the background" in again.stderr, again.stderr
+    assert project.result("5") == answer, "from the remote database, through the new tunnel"
+
+    tunnel = background_tunnel(rcli, name)
+    assert rcli.run("down", "--name", name).returncode == 0
+    assert not alive(tunnel) and client_files(rcli.home) == {}
+
+
 def _read_json(process: subprocess.Popen, timeout: float = 60) -> str:
     """The tunnel prints its environment as one JSON object once the forwards stand."""
     lines, deadline = [], time.monotonic() + timeout
