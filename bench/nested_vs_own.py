@@ -5,7 +5,7 @@ shape: N outer transformations, each waits for two inner ones, each of which wai
 0.2 s leaves), at --threads 1, 2 and 3 (Seamless workers per Dask worker), one worker:
 
   - stack: a default (secured) local stack; the script runs in a project folder as
-           `seamless-stack connect` prints it, through `seamless-stack tunnel`'s forwarder
+           `seamless-stack connect` prints it, through the forwarder of the tunnel connect starts
            (--insecure: an --insecure stack, reached without a forwarder, unsecured as the
            own side is: what is left is the layout and the containers);
   - own:   Seamless' own deployment on the same machine: hashserver and database as plain
@@ -33,7 +33,7 @@ import uuid
 from pathlib import Path
 
 from bench.bare import BareStack, venvs
-from bench.common import Tunnel, Workspace, client_venv, image_tags, log, project_files, report, short_id
+from bench.common import Workspace, client_venv, image_tags, log, project_files, report, short_id
 
 NESTED_WORKLOAD = Path(__file__).resolve().parent / "client" / "nested_workload.py"
 PROJECT = "nested"
@@ -83,7 +83,6 @@ def measure(ws: Workspace, venv: Path, threads: int, rounds: int, count: int, bi
     one run each of `big` (the test's size; the own deployment's last run: a deadlock there
     leaves its threads held), None where it had not completed after `hang_after` seconds."""
     name = f"bench-nested-{short_id()}"
-    tunnel = None
     try:
         log(f"up stack {name} --threads {threads}")
         path = ws.env["PATH"]
@@ -99,7 +98,6 @@ def measure(ws: Workspace, venv: Path, threads: int, rounds: int, count: int, bi
         for filename, text in project_files(connect.stdout).items():
             (folder / filename).write_text(text)
         shutil.copy(NESTED_WORKLOAD, folder)  # init() reads the files next to the script that calls it
-        tunnel = None if insecure else Tunnel(ws, name)  # an --insecure stack's route needs no forwarder
         with BareStack(workers=1, threads=threads, own=True) as own:
             log(f"Seamless' own deployment --threads {threads}: ready in {own.start():.1f}s")
             own_env = {**sourced(own.env_file), "HOME": str(own.root)}
@@ -119,11 +117,7 @@ def measure(ws: Workspace, venv: Path, threads: int, rounds: int, count: int, bi
             log(f"--threads {threads}, {big} outer: {large}")
         return {"samples": samples, "large": large}
     finally:
-        if tunnel is not None:
-            code = tunnel.close()
-            if code:
-                log(f"the tunnel ended with {code}:\n{tunnel.stderr_path.read_text()[-2000:]}")
-        ws.cli("down", "--name", name, check=False)
+        ws.cli("down", "--name", name, check=False)  # (it stops the tunnel connect started for a secured stack)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,7 +30,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from bench.common import Tunnel, Workspace, client_run, client_venv, image_tags, log, project_files, report, short_id
+from bench.common import Workspace, client_run, client_venv, image_tags, log, project_files, report, short_id
 from bench.security_cost import smoke, workload_parser
 
 ROUTE_WORKLOAD = Path(__file__).resolve().parent / "client" / "route_workload.py"
@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> None:
 
     ws = Workspace("seamless-stack-bench-route")
     name = None
-    tunnel = None
     try:
         image_tags(ws)  # warm: whatever is missing is built before anything is timed
         venv = client_venv()
@@ -78,16 +77,13 @@ def main(argv: list[str] | None = None) -> None:
         finally:
             ws.env["PATH"] = path
         for line in connect.stderr.splitlines():
-            if "WARNING" in line:
+            if "WARNING" in line or "runs in the background" in line:  # connect starts the secured route's tunnel
                 log(line)
         folder = ws.home / "project"
         folder.mkdir()
         for filename, text in project_files(connect.stdout).items():
             (folder / filename).write_text(text)
         shutil.copy(ROUTE_WORKLOAD, folder)  # init() reads the files next to the script that calls it
-        if not args.insecure:
-            log(f"tunnel for {name}")
-            tunnel = Tunnel(ws, name)
         env_file = ws.stacks_dir() / f"{name}.env"
         sides = {
             "route": lambda: route_workload(venv, ws.home, folder, args.count, args.parallel),
@@ -110,11 +106,7 @@ def main(argv: list[str] | None = None) -> None:
             report(f"{titles[measure]} (route: {route}; direct: env file)",
                    [(side, samples[side][measure]) for side in sides], f"{measure}:route/direct")
     finally:
-        if tunnel is not None:
-            code = tunnel.close()
-            if code:
-                log(f"the tunnel ended with {code}:\n{tunnel.stderr_path.read_text()[-2000:]}")
-        if name is not None:
+        if name is not None:  # (down stops the background tunnel)
             ws.cli("down", "--name", name, check=False)
         ws.remove()
 
