@@ -119,8 +119,8 @@ def test_second_up_converges_and_other_settings_are_refused(cli, tmp_path):
     before = cli.env_file(name).read_text()
     again = cli.up(name, *args)
     assert again.returncode == 0 and "already up and healthy" in again.stderr and again.stdout in before
-    other = cli.up(name, "--workers", "2", *args)
-    assert other.returncode == 2 and "other settings (workers 1 -> 2)" in other.stderr
+    other = cli.up(name, "--threads", "2", "--workers", "2", *args)  # (--workers alone would scale it live)
+    assert other.returncode == 2 and "other settings (threads 3 -> 2; workers 1 -> 2)" in other.stderr
     assert cli.run("status", "--name", name).returncode == 0, "the first stack is untouched"
     assert cli.env_file(name).read_text() == before
 
