@@ -86,11 +86,15 @@ if [ "$SS_MODE" = adaptive ]; then
     for _ in $(seq 50); do [ -S "$run_dir/relay.sock" ] && break; sleep 0.1; done
     # A file, not a variable: Apptainer would expand the $TMPDIR in it inside the container.
     printf '%s\n' "$SS_JOBQUEUE" > "$run_dir/jobqueue.json"
+    # `seamless-stack scale` writes new adaptive bounds here; a new services job starts from its own.
+    mkdir -p "$SS_STACK_DIR/control" && rm -f "$SS_STACK_DIR/control/adapt.json"
     APPTAINERENV_SEAMLESS_STACK_HOLD_PORT=$address:$scheduler_port \
     APPTAINERENV_SEAMLESS_STACK_RELAY=/relay/relay.sock \
     APPTAINERENV_SEAMLESS_STACK_JOBQUEUE=/relay/jobqueue.json \
+    APPTAINERENV_SEAMLESS_STACK_BOUNDS=/control/adapt.json \
     APPTAINERENV_SEAMLESS_STACK_NODE_ADDRESS=$address \
-        run scheduler --bind "$run_dir:/relay" --bind "$SS_STACK_DIR/workers" "$SS_SIF_SCHEDULER" \
+        run scheduler --bind "$run_dir:/relay" --bind "$SS_STACK_DIR/workers" --bind "$SS_STACK_DIR/control:/control:ro" \
+        "$SS_SIF_SCHEDULER" \
         python3 /opt/seamless-stack/seamless_stack_slurm.py  # (dask-jobqueue checks its log folder exists)
 else
     APPTAINERENV_SEAMLESS_STACK_HOLD_PORT=0.0.0.0:$scheduler_port \

@@ -155,8 +155,8 @@ def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backend
     changed = [key for key in sorted(wanted) if had[key] != wanted[key]]
     differences = [f"{key} {had[key] or '-'} -> {wanted[key] or '-'}" for key in changed]
     backend = backend_for(previous, dict(backends))
-    if changed == ["workers"]:  # only the worker count: scaled live (or refused by a backend that cannot)
-        backend.scale(spec.workers, progress)
+    if changed and set(changed) <= backend.live_settings():  # worker count or bounds only: changed live
+        backend.scale({key: int(wanted[key]) for key in changed}, progress)
         state.save(backend.deployment)
     elif differences:
         raise StackError(f"stack {spec.name!r} is up with other settings ({'; '.join(differences)})",
@@ -165,7 +165,7 @@ def _converge(previous: Deployment, spec: StackSpec, progress: Progress, backend
     state.save(backend.deployment)
     gate(backend, spec.timeout, progress)
     write_env_file(backend.deployment)
-    what = "; ".join([*([f"scaled to {spec.workers} worker(s)"] if changed else []),
+    what = "; ".join([*([f"scaled live ({'; '.join(differences)})"] if changed else []),
                       *([f"started again: {', '.join(restarted)}"] if restarted else [])]) or "already up and healthy"
     _report_ready(backend.deployment, what, progress)
     seamless_config.refresh(backend.deployment, progress)
@@ -238,16 +238,22 @@ def logs(name: str, service: str | None = None, tail: int | None = None) -> str:
     return redact(backend_for(state.load(name)).logs(service, tail))
 
 
-def scale(name: str, workers: int, progress: Progress = quiet, *, timeout: float = StackSpec.timeout,
+def scale(name: str, workers: int | None = None, min_jobs: int | None = None, max_jobs: int | None = None,
+          progress: Progress = quiet, *, timeout: float = StackSpec.timeout,
           backends: Mapping[str, type[Backend]] = BACKENDS, gate: Gate = health_gate) -> Deployment:
-    """Change a running stack's worker count; its services and their clients carry on."""
-    workers = bounded(workers, "--workers", 1, MAX_WORKERS)
+    """Change a running stack's workers (Compose: their count; Slurm: the adaptive bounds of its
+    worker jobs); its services and their clients carry on. Back once the minimum is ready."""
+    changes = {key: value for key, value in (
+        ("workers", None if workers is None else bounded(workers, "--workers", 1, MAX_WORKERS)),
+        ("slurm.min_jobs", min_jobs), ("slurm.max_jobs", max_jobs)) if value is not None}  # the backend checks the range
+    if not changes:
+        raise StackError("scale needs a new size", "give --workers (Compose stacks) or --min-jobs/--max-jobs (Slurm stacks)")
     with oplock.held(name, "scale"):
         backend = backend_for(state.load(name), dict(backends))
-        backend.scale(workers, progress)
+        backend.scale(changes, progress)
         state.save(backend.deployment)
         gate(backend, timeout, progress)
-    progress(f"stack {name!r} has {workers} worker(s)")
+    progress(f"stack {name!r}: {backend.scaling()[0]}")
     return backend.deployment
 
 

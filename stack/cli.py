@@ -157,7 +157,7 @@ def _run(args) -> int:
     elif args.command == "env":
         sys.stdout.write(api.env(args.name, args.format))
     elif args.command == "scale":
-        api.scale(args.name, args.workers, progress)
+        api.scale(args.name, args.workers, args.min_jobs, args.max_jobs, progress)
     elif args.command == "restart":
         api.restart(args.name, args.service, progress)
     elif args.command == "logs":

@@ -13,7 +13,7 @@ from . import __version__
 from .connection import FORMATS
 from .errors import StackError
 from .layout import ROLES, SUPERVISOR
-from .spec import MAX_WORKERS, SlurmOptions, StackSpec, option_default
+from .spec import MAX_JOBS, MAX_WORKERS, SlurmOptions, StackSpec, option_default
 
 DEFAULT_NAME = option_default(StackSpec, "name")
 
@@ -132,10 +132,13 @@ def parser() -> argparse.ArgumentParser:
     _add_name(env)
     env.add_argument("--format", choices=FORMATS, default="shell")
 
-    scale = commands.add_parser("scale", help="change the worker count of a running Compose stack, live "
-                                              "(its services and clients carry on; removed workers hand their work over)")
+    scale = commands.add_parser("scale", help="change a running stack's workers, live: a Compose stack's count, a Slurm "
+                                              "stack's adaptive bounds (services and clients carry on; removed workers "
+                                              "hand their work over)")
     _add_name(scale)
-    scale.add_argument("--workers", type=int, required=True, help=f"the new number of worker containers (1-{MAX_WORKERS})")
+    scale.add_argument("--workers", type=int, help=f"Compose: the new number of worker containers (1-{MAX_WORKERS})")
+    scale.add_argument("--min-jobs", type=int, help=f"Slurm (adaptive): worker jobs kept even when idle (0-{MAX_JOBS})")
+    scale.add_argument("--max-jobs", type=int, help=f"Slurm (adaptive): worker jobs at most (1-{MAX_JOBS})")
 
     restart = commands.add_parser("restart", help="restart one service of a Compose stack")
     _add_name(restart)

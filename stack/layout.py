@@ -129,6 +129,16 @@ class ClusterFiles:
         return f"{self.workers}/submissions.json"
 
     @property
+    def control(self) -> str:
+        """What the running scheduler takes orders from: bound read-only into its container."""
+        return f"{self.folder}/control"
+
+    @property
+    def bounds(self) -> str:
+        """The adaptive bounds `scale` sets live ({"minimum_jobs": m, "maximum_jobs": n})."""
+        return f"{self.control}/adapt.json"
+
+    @property
     def tls(self) -> str:
         """The services' and workers' part of the stack's credentials."""
         return f"{self.folder}/tls"

@@ -334,8 +334,14 @@ def validate_slurm(options: SlurmOptions) -> SlurmOptions:
         parse_target(options.registry)
     bounded(options.cpus, "--cpus", 1, MAX_CPUS)
     bounded(options.local_workers, "--local-workers", 0, MAX_WORKERS)
-    bounded(options.max_jobs, "--max-jobs", 1, MAX_JOBS)
-    if not 0 <= options.min_jobs <= options.max_jobs:
-        raise StackError(f"--min-jobs {options.min_jobs} / --max-jobs {options.max_jobs} make no range",
-                         "use 0 <= --min-jobs <= --max-jobs, with --max-jobs at least 1")
+    job_range(options.min_jobs, options.max_jobs)
     return options
+
+
+def job_range(min_jobs: int, max_jobs: int) -> tuple[int, int]:
+    """Adaptive bounds of worker jobs, at `up` and at `scale`."""
+    bounded(max_jobs, "--max-jobs", 1, MAX_JOBS)
+    if not 0 <= min_jobs <= max_jobs:
+        raise StackError(f"--min-jobs {min_jobs} / --max-jobs {max_jobs} make no range",
+                         "use 0 <= --min-jobs <= --max-jobs, with --max-jobs at least 1")
+    return min_jobs, max_jobs

@@ -18,6 +18,9 @@ Environment:
   SEAMLESS_STACK_RELAY       the relay's socket
   SEAMLESS_STACK_JOBQUEUE    a JSON file: SLURMCluster keyword arguments plus
                              {"adapt": {"minimum_jobs": m, "maximum_jobs": n}}
+  SEAMLESS_STACK_BOUNDS      optional: a JSON file {"minimum_jobs": m, "maximum_jobs": n} that
+                             `seamless-stack scale` writes; read every BOUNDS_POLL seconds, and
+                             adapt follows a change at once (no restart: jobs and clients stay)
   SEAMLESS_STACK_NODE_ADDRESS the services node's address, as workers on other nodes reach it
   SERVICE_PORT, DASHBOARD_PORT, and the preload's variables (seamless_stack_preload.py).
   DASK_DISTRIBUTED__COMM__TLS__*  mutual TLS: Security() reads them, and dask-jobqueue
@@ -38,6 +41,7 @@ from dask_jobqueue.slurm import SLURMJob
 from distributed import Security
 
 PRELOAD = "/opt/seamless-stack/seamless_stack_preload.py"
+BOUNDS_POLL = 2.0  # seconds between looks at SEAMLESS_STACK_BOUNDS
 
 
 def relay(request: dict) -> dict:
@@ -91,6 +95,24 @@ async def drop_refused(cluster):
                 cluster.workers.pop(name, None)
 
 
+async def follow_bounds(cluster, path: str, bounds: dict):
+    """New adaptive bounds from `seamless-stack scale`: adapt again with them (dask-jobqueue
+    stops the old Adaptive); an unreadable or half-written file is read again next time."""
+    while True:
+        await asyncio.sleep(BOUNDS_POLL)
+        try:
+            with open(path) as f:
+                wanted = json.load(f)
+            wanted = {key: int(wanted[key]) for key in ("minimum_jobs", "maximum_jobs")}
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if wanted != bounds:
+            cluster.adapt(**wanted)
+            bounds = wanted
+            print(f"adaptive bounds now {wanted['minimum_jobs']}-{wanted['maximum_jobs']} worker jobs "
+                  "(seamless-stack scale)", flush=True)
+
+
 def job_script(options: dict) -> str:
     """The worker job script dask-jobqueue submits for these options (scheduler address aside)."""
     options.pop("adapt", None)
@@ -117,11 +139,15 @@ async def main():
     )
     cluster.adapt(**adapt)
     dropping = asyncio.create_task(drop_refused(cluster))
+    following = asyncio.create_task(follow_bounds(cluster, os.environ["SEAMLESS_STACK_BOUNDS"], adapt)) \
+        if os.environ.get("SEAMLESS_STACK_BOUNDS") else None
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     await stop.wait()
     dropping.cancel()
+    if following:
+        following.cancel()
     await cluster.close()  # cancels every worker job
 
 

@@ -70,12 +70,16 @@ class Backend(ABC):
     def restart(self, service: str, progress: Progress) -> None:
         """Restart one service."""
 
-    def scale(self, workers: int, progress: Progress) -> None:
-        """Change the worker count of the running stack, its services untouched; updates
-        self.deployment. A backend that cannot says how to get there instead."""
+    def live_settings(self) -> frozenset[str]:
+        """The settings (StackSpec.settings() keys) scale() changes on the running stack."""
+        return frozenset()
+
+    def scale(self, changes: dict[str, int], progress: Progress) -> None:
+        """Change live_settings() of the running stack, its services untouched; updates
+        self.deployment (its settings too: a later `up` with the same options converges)."""
         d = self.deployment
-        raise StackError(f"stack {d.name!r} ({d.method}) cannot change its workers while it runs",
-                         f"`seamless-stack down --name {d.name}`, then `up` again with the new worker options")
+        raise StackError(f"stack {d.name!r} ({d.method}) cannot change {', '.join(sorted(changes))} while it runs",
+                         f"`seamless-stack down --name {d.name}`, then `up` again with the new options")
 
     @abstractmethod
     def down(self) -> None:

@@ -7,9 +7,11 @@ dask-jobqueue (adaptive), or containers inside the services job (single-node var
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import replace
+from pathlib import PurePosixPath
 
 from .. import credentials, docker_tools, images
 from ..errors import StackError
@@ -22,7 +24,7 @@ from ..slurm import APPTAINER_DIR, cluster, commands, sif
 from ..slurm.apptainer import apptainer_for
 from ..slurm.fit import fit
 from ..slurm.jobscript import services_job_script, worker_job_options
-from ..spec import StackSpec
+from ..spec import StackSpec, job_range
 from ..ssh import Destination
 from ..storage import absolute, prepare_dirs, storage_problems
 from .base import CRASH_LOOP_RESTARTS, Backend, ServiceState
@@ -155,6 +157,25 @@ class SlurmBackend(Backend):
         self.deployment, self.script, self.timeout = fresh.deployment, fresh.script, fresh.timeout  # --timeout too
         self.start(progress)
         return ["services job"]
+
+    def live_settings(self) -> frozenset[str]:
+        return frozenset({"slurm.min_jobs", "slurm.max_jobs"} if self.deployment.slurm.mode == "adaptive" else ())
+
+    def scale(self, changes: dict[str, int], progress: Progress) -> None:
+        """The adaptive bounds, live: a file the scheduler in the services job reads every few
+        seconds (images/preload/seamless_stack_slurm.py). No job is restarted; worker jobs come
+        or go as adapt decides within its next rounds."""
+        if not changes or set(changes) - self.live_settings():
+            super().scale(changes, progress)
+        d = self.deployment
+        settings = {**d.settings, **{key: str(value) for key, value in changes.items()}}
+        low, high = job_range(int(settings["slurm.min_jobs"]), int(settings["slurm.max_jobs"]))
+        bounds = json.dumps({"minimum_jobs": low, "maximum_jobs": high})
+        path = ClusterFiles(d.slurm.stack_dir).bounds
+        self.shell.run(f"mkdir -p {quote(str(PurePosixPath(path).parent))} && cat > {quote(path)}.tmp && mv {quote(path)}.tmp {quote(path)}",
+                       input=bounds.encode(), what="writing the adaptive bounds")
+        self.deployment = replace(d, workers=low, settings=settings)
+        progress(f"stack {d.name!r}: adaptive worker jobs {low}-{high}; the scheduler takes them up within seconds")
 
     def restart(self, service: str, progress: Progress) -> None:
         raise StackError("restarting one service is not available for Slurm stacks (they share one services job)",

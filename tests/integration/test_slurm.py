@@ -179,6 +179,22 @@ def test_slurm_over_ssh_adaptive_workers(scli, client, cluster):
         while worker_jobs(cluster, name) and time.monotonic() < deadline:
             time.sleep(3)
         assert worker_jobs(cluster, name) == [], "idle: back to zero worker jobs"
+
+        # live bounds (`scale`): worker jobs follow, the services job and its ports stay
+        before = json.loads((scli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
+        raised = scli.run("scale", "--name", name, "--min-jobs", "2")
+        assert raised.returncode == 0 and "adaptive worker jobs 2-3" in raised.stderr, raised.stderr
+        assert len(worker_jobs(cluster, name)) >= 2, "kept while idle: back once both were ready"
+        assert "adaptive worker jobs (2-3)" in scli.run("status", "--name", name).stdout
+        lowered = scli.run("scale", "--name", name, "--min-jobs", "0", "--max-jobs", "1")
+        assert lowered.returncode == 0, lowered.stderr
+        wait_until(lambda: worker_jobs(cluster, name) == [], 180, "idle worker jobs released under the new bounds")
+        after = json.loads((scli.home / ".seamless" / "stacks" / f"{name}.json").read_text())
+        assert (after["slurm"]["job_id"], after["placement"]) == (before["slurm"]["job_id"], before["placement"])
+        assert [job for job in our_jobs(cluster) if f"{before['slurm']['job_id']}|" in job and "|RUNNING|" in job], \
+            "the services job still runs"
+        logged = scli.run("logs", "services", "--name", name).stdout
+        assert "adaptive bounds now 2-3 worker jobs" in logged and "adaptive bounds now 0-1 worker jobs" in logged
     assert tunnel.code == 0, "the tunnel closes cleanly on Ctrl-C"
     assert_the_cluster_side_holds_nothing_to_take(cluster, name)
 

@@ -63,7 +63,7 @@ def test_slurm_options_map_one_to_one(captured):
     (["up", "slurm", "--job-extra", "--x\n#SBATCH --y"], "line break"),
     (["logs", "--tail", "-3"], "--tail -3 is negative"),
     (["restart", "nosuch"], "invalid choice"),
-    (["scale"], "the following arguments are required: --workers"),
+    (["scale"], "scale needs a new size: give --workers (Compose stacks) or --min-jobs/--max-jobs (Slurm stacks)"),
     (["scale", "--workers", "0"], "--workers must be between 1 and 64"),
     (["up", "local", "--nonsense"], "unrecognized arguments"),
 ])

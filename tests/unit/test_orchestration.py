@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import pytest
 
@@ -198,19 +199,25 @@ def test_up_again_with_another_spec_says_what_differs(fake, tmp_path):
 def test_up_again_with_only_the_worker_count_changed_scales_live(fake, tmp_path):
     fake.up(spec(tmp_path))
     fake.calls.clear()
-    with pytest.raises(StackError, match=r"stack 's1' \(local\) cannot change its workers while it runs.*down --name s1"):
-        fake.up(spec(tmp_path, workers=2))  # a backend that cannot scale says how to get there
+    with pytest.raises(StackError, match=r"other settings \(workers 1 -> 2\).*down --name s1"):
+        fake.up(spec(tmp_path, workers=2))  # a backend with nothing to change live refuses as before
     assert fake.calls == [] and state.load("s1").workers == 1
 
-    def scale(self, workers, progress):
-        fake.calls.append(f"scale {workers}")
+    def scale(self, changes, progress):
+        fake.calls.append(f"scale {changes}")
+        workers = changes["workers"]
         self.deployment = replace(self.deployment, workers=workers, settings={**self.deployment.settings, "workers": str(workers)})
 
     fake.backend.scale = scale
+    fake.backend.live_settings = lambda self: frozenset({"workers"})
     lines = []
     d = fake.up(spec(tmp_path, workers=2), lines=lines)
-    assert fake.calls == ["scale 2", "converge"] and d.workers == 2 and state.load("s1").workers == 2
-    assert any("scaled to 2 worker(s)" in line for line in lines), lines
+    assert fake.calls == ["scale {'workers': 2}", "converge"] and d.workers == 2 and state.load("s1").workers == 2
+    assert any("scaled live (workers 1 -> 2)" in line for line in lines), lines
+    fake.calls.clear()
+    with pytest.raises(StackError, match=r"other settings \(threads 3 -> 2; workers 2 -> 3\)"):
+        fake.up(spec(tmp_path, workers=3, threads=2))  # not only live settings: refused, nothing scaled
+    assert fake.calls == []
     fake.calls.clear()
     fake.up(spec(tmp_path, workers=2))
     assert fake.calls == ["converge"], "the record keeps the new count: the same options converge"
@@ -373,3 +380,30 @@ def test_status_rows_show_each_roles_ports_and_what_is_wrong(fake, tmp_path, mon
     assert [(row.service, row.port) for row in report.services] == [("scheduler", "61003 (dashboard 61004)"), ("worker", "-")]
     assert not report.healthy and "worker exited" in report.problems
     assert report.projects == []
+
+
+def test_slurm_bounds_change_live_through_the_bounds_file_and_a_bad_range_is_one_line(tmp_path):
+    """`scale --min-jobs/--max-jobs` on an adaptive Slurm stack: one file the scheduler reads,
+    written whole (a temporary file moved into place); the record keeps the new bounds."""
+    from seamless_stack.backends.slurm import SlurmBackend
+    from seamless_stack.layout import ClusterFiles
+    from seamless_stack.plan import SlurmRecord
+
+    stack_dir = tmp_path / "s1.slurm"
+    d = Deployment(name="s1", method="slurm", workers=0, threads=1, bind="0.0.0.0", buffer_dir="/b", database_dir="/d",
+                   env_file=str(tmp_path / "s1.env"), settings={"slurm.min_jobs": "0", "slurm.max_jobs": "4"},
+                   placement=Placement("node1", PORTS),
+                   slurm=SlurmRecord(stack_dir=str(stack_dir), sifs={}, mode="adaptive", login=None, job_id="7", node="node1"))
+    backend, lines = SlurmBackend(d), []
+    assert backend.live_settings() == {"slurm.min_jobs", "slurm.max_jobs"}
+    backend.scale({"slurm.min_jobs": 2}, lines.append)
+    assert json.loads(Path(ClusterFiles(str(stack_dir)).bounds).read_text()) == {"minimum_jobs": 2, "maximum_jobs": 4}
+    assert backend.deployment.settings["slurm.min_jobs"] == "2" and backend.deployment.workers == 2
+    assert lines == ["stack 's1': adaptive worker jobs 2-4; the scheduler takes them up within seconds"]
+    with pytest.raises(StackError, match=r"--min-jobs 2 / --max-jobs 1 make no range"):
+        backend.scale({"slurm.max_jobs": 1}, lines.append)
+    with pytest.raises(StackError, match=r"cannot change workers while it runs"):
+        backend.scale({"workers": 3}, lines.append)
+    assert list(Path(ClusterFiles(str(stack_dir)).control).iterdir()) == [Path(ClusterFiles(str(stack_dir)).bounds)]
+    single = SlurmBackend(replace(d, slurm=replace(d.slurm, mode="local")))
+    assert single.live_settings() == frozenset()
