@@ -182,7 +182,7 @@ def test_a_stack_scales_live_while_clients_compute(cli, client, tmp_path):
                 lines += [next_line(steady) for _ in range(3)]
             if workers == 1:
                 scaled = cli.up(name, *storage(tmp_path), "--workers", "1")
-                assert "scaled to 1 worker(s)" in scaled.stderr, scaled.stderr
+                assert "scaled live (workers 2 -> 1)" in scaled.stderr, scaled.stderr
             else:
                 scaled = cli.run("scale", "--name", name, "--workers", str(workers))
             assert scaled.returncode == 0, scaled.stderr
