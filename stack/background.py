@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 from . import seamless_config, state
 from .errors import StackError
@@ -97,7 +98,7 @@ def _alive(pid: int) -> bool:
 def _is_background_tunnel(pid: int, name: str) -> bool:
     """Ours to stop: the `tunnel --name NAME` command started by ensure, not a user's terminal."""
     try:
-        args = open(f"/proc/{pid}/cmdline", "rb").read().split(b"\0")
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
         session = os.getsid(pid)
     except OSError:
         return False

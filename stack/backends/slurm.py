@@ -11,7 +11,6 @@ import json
 import shutil
 import time
 from dataclasses import replace
-from pathlib import PurePosixPath
 
 from .. import credentials, docker_tools, images
 from ..errors import StackError
@@ -171,8 +170,9 @@ class SlurmBackend(Backend):
         settings = {**d.settings, **{key: str(value) for key, value in changes.items()}}
         low, high = job_range(int(settings["slurm.min_jobs"]), int(settings["slurm.max_jobs"]))
         bounds = json.dumps({"minimum_jobs": low, "maximum_jobs": high})
-        path = ClusterFiles(d.slurm.stack_dir).bounds
-        self.shell.run(f"mkdir -p {quote(str(PurePosixPath(path).parent))} && cat > {quote(path)}.tmp && mv {quote(path)}.tmp {quote(path)}",
+        files = ClusterFiles(d.slurm.stack_dir)
+        written = f"{files.bounds}.tmp"  # moved into place: the scheduler never reads half a file
+        self.shell.run(f"mkdir -p {quote(files.control)} && cat > {quote(written)} && mv {quote(written)} {quote(files.bounds)}",
                        input=bounds.encode(), what="writing the adaptive bounds")
         self.deployment = replace(d, workers=low, settings=settings)
         progress(f"stack {d.name!r}: adaptive worker jobs {low}-{high}; the scheduler takes them up within seconds")
