@@ -386,7 +386,7 @@ def status(name: str, *, backends: Mapping[str, type[Backend]] = BACKENDS) -> St
         problems.append(f"workers: {answers['worker'][1]}")
     scaling, refused = backend.scaling()
     problems += [refused] if refused else []
-    if background.wanted(name) and not background.running(name):
+    if background.wanted(deployment) and not background.running(name):
         problems.append(f"the tunnel its Seamless projects need is not running (log {StackFiles.of(name).tunnel_log})")
     problems = list(dict.fromkeys(problems))
     return StackStatus(deployment, rows, answers["worker"][1], scaling, problems,

@@ -29,9 +29,9 @@ READY_WAIT = 60.0  # seconds for the tunnel to hold its ports (an SSH connection
 STOP_WAIT = 10.0  # seconds it gets to put the project files back before it is killed
 
 
-def wanted(name: str) -> bool:
-    """Projects are connected to a stack that is up and is reached through a tunnel."""
-    return bool(seamless_config.connected(name)) and seamless_config.needs_tunnel(state.load(name))
+def wanted(deployment) -> bool:
+    """Projects are connected to this stack (up), and it is reached through a tunnel."""
+    return seamless_config.needs_tunnel(deployment) and bool(seamless_config.connected(deployment.name))
 
 
 def running(name: str) -> int | None:
@@ -41,7 +41,7 @@ def running(name: str) -> int | None:
 
 def ensure(name: str, progress: Progress) -> None:
     """Start the background tunnel unless one runs or none is needed; back once it holds its ports."""
-    if not wanted(name) or running(name):
+    if not wanted(state.load(name)) or running(name):
         return
     log_path = StackFiles.of(name).tunnel_log
     private_dir(log_path.parent)

@@ -75,11 +75,19 @@ class Backend(ABC):
         return frozenset()
 
     def scale(self, changes: dict[str, int], progress: Progress) -> None:
-        """Change live_settings() of the running stack, its services untouched; updates
-        self.deployment (its settings too: a later `up` with the same options converges)."""
+        """Change live_settings() of the running stack, its services untouched (change_live);
+        anything else is refused in one line saying how to get there."""
+        if changes and set(changes) <= self.live_settings():
+            self.change_live(changes, progress)
+            return
         d = self.deployment
         raise StackError(f"stack {d.name!r} ({d.method}) cannot change {', '.join(sorted(changes))} while it runs",
                          f"`seamless-stack down --name {d.name}`, then `up` again with the new options")
+
+    def change_live(self, changes: dict[str, int], progress: Progress) -> None:
+        """Apply changes (within live_settings()); updates self.deployment, its settings too,
+        so that a later `up` with the same options converges."""
+        raise NotImplementedError  # only backends with live_settings() are asked
 
     @abstractmethod
     def down(self) -> None:

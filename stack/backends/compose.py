@@ -217,13 +217,11 @@ class ComposeBackend(Backend):
     def live_settings(self) -> frozenset[str]:
         return frozenset({"workers"})
 
-    def scale(self, changes: dict[str, int], progress: Progress) -> None:
+    def change_live(self, changes: dict[str, int], progress: Progress) -> None:
         """The worker count, live, the services untouched. Added workers start next to the
         others. Removed ones (the highest numbers) get SIGTERM: their nanny closes them, and the
         scheduler gives what they were running to the workers that stay. The supervisor is
         stopped meanwhile (it would start them again), and started again with the new count."""
-        if not changes or set(changes) - self.live_settings():
-            super().scale(changes, progress)
         d, workers = self.deployment, changes["workers"]
         fix = "see `seamless-stack status`, then run `scale` again"
         workers_now = sorted((s for s in self.services() if s.service == "worker"), key=lambda s: _number(s.where))

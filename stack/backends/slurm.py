@@ -160,12 +160,10 @@ class SlurmBackend(Backend):
     def live_settings(self) -> frozenset[str]:
         return frozenset({"slurm.min_jobs", "slurm.max_jobs"} if self.deployment.slurm.mode == "adaptive" else ())
 
-    def scale(self, changes: dict[str, int], progress: Progress) -> None:
+    def change_live(self, changes: dict[str, int], progress: Progress) -> None:
         """The adaptive bounds, live: a file the scheduler in the services job reads every few
         seconds (images/preload/seamless_stack_slurm.py). No job is restarted; worker jobs come
         or go as adapt decides within its next rounds."""
-        if not changes or set(changes) - self.live_settings():
-            super().scale(changes, progress)
         d = self.deployment
         settings = {**d.settings, **{key: str(value) for key, value in changes.items()}}
         low, high = job_range(int(settings["slurm.min_jobs"]), int(settings["slurm.max_jobs"]))

@@ -203,12 +203,12 @@ def test_up_again_with_only_the_worker_count_changed_scales_live(fake, tmp_path)
         fake.up(spec(tmp_path, workers=2))  # a backend with nothing to change live refuses as before
     assert fake.calls == [] and state.load("s1").workers == 1
 
-    def scale(self, changes, progress):
+    def change_live(self, changes, progress):
         fake.calls.append(f"scale {changes}")
         workers = changes["workers"]
         self.deployment = replace(self.deployment, workers=workers, settings={**self.deployment.settings, "workers": str(workers)})
 
-    fake.backend.scale = scale
+    fake.backend.change_live = change_live
     fake.backend.live_settings = lambda self: frozenset({"workers"})
     lines = []
     d = fake.up(spec(tmp_path, workers=2), lines=lines)

@@ -390,7 +390,7 @@ def test_a_background_tunnel_that_cannot_start_is_one_line_naming_its_log(home):
 
     state.save(deployment(credentials_dir=str(home / "gone.tls")))
     sc.connect("s1", [sc.Project("demo")])
-    assert background.wanted("s1") and background.running("s1") is None
+    assert background.wanted(state.load("s1")) and background.running("s1") is None
     with pytest.raises(StackError, match=r"background tunnel of stack 's1' did not start \(.+\).*s1\.tunnel\.log"):
         background.ensure("s1", lambda line: None)
     log = StackFiles.of("s1").tunnel_log
